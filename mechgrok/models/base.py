@@ -1,0 +1,65 @@
+"""What every mechgrok model shares: TransformerLens hooks, a typed cache, a fast training path.
+
+Models subclass TransformerLens's :class:`HookedRootModule` and put a :class:`HookPoint` at every
+activation, named by TransformerLens conventions, so ``run_with_hooks`` works as TransformerLens
+users expect and ``run_with_cache`` returns a TransformerLens :class:`ActivationCache`.
+
+Each model has two forwards that compute the same function:
+
+* ``forward(tokens)``, the *hooked* forward, used by probes: every hook fires.
+* ``forward_last(tokens)``, the *fast* path, used by the trainer: logits at the read-out position
+  only, no hooks, with per-token tables instead of per-example work where the maths allows.
+  ``tests/test_models.py`` holds its logits and gradients equal to the hooked forward's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformer_lens.ActivationCache import ActivationCache
+from transformer_lens.HookedRootModule import HookedRootModule
+
+
+class HookedModel(HookedRootModule):
+    """Base class: ``run_with_cache`` returns an :class:`ActivationCache`, as TransformerLens does."""
+
+    #: the hook holding the neurons probes cluster by frequency (the last hidden layer's output)
+    neuron_hook: str = ""
+    #: number of answer classes (p, or 120 for S5)
+    n_classes: int = 0
+
+    def run_with_cache(  # type: ignore[override]
+        self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False,
+        **kwargs: Any,
+    ) -> tuple[Tensor, ActivationCache | dict[str, Tensor]]:
+        out, cache_dict = super().run_with_cache(
+            *model_args, remove_batch_dim=remove_batch_dim, **kwargs
+        )
+        if return_cache_object:
+            return out, ActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
+        return out, cache_dict
+
+    def forward_last(self, tokens: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def last_logits(self, tokens: Tensor) -> Tensor:
+        """Logits at the read-out position from the hooked forward. (batch, n_classes)"""
+        out = self(tokens)
+        return out[:, -1] if out.ndim == 3 else out
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def sum_sq_weights(self) -> float:
+        """Total sum of squared parameters (the 'weight norm' curve of the grokking papers)."""
+        with torch.no_grad():
+            return float(sum((p.detach().double() ** 2).sum() for p in self.parameters()))
+
+
+def init_normal_(t: Tensor, std: float, gen: torch.Generator) -> Tensor:
+    with torch.no_grad():
+        t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype) * std)
+    return t

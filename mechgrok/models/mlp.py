@@ -1,0 +1,126 @@
+"""An MLP on the two operands: embeddings (learned or one-hot), concatenated or summed, then
+ReLU/GELU hidden layers and an unembedding to the n answer classes.
+
+Input: tokens ``(batch, 2)`` = ``[x, y]`` (a third column, the ``=`` token of the sequence format,
+is ignored, so the same dataset tensors feed both model kinds). Hook names:
+
+* ``hook_embed`` ``(batch, 2, d)``: the two operand vectors (one-hot vectors when ``embed='onehot'``);
+* ``hook_in`` ``(batch, d_in)``: their concatenation or sum;
+* ``layers.{i}.hook_pre`` / ``layers.{i}.hook_post`` ``(batch, width_i)``: hidden layer i;
+* output: logits ``(batch, n)``.
+
+Parameters: ``embed.W_E (n, d_embed)`` (learned only), ``layers.{i}.W (d_in, width)``,
+``layers.{i}.b``, ``unembed.W_U (width, n)``, ``unembed.b_U`` (biases only when ``bias=True``).
+Init: weights ~ N(0, 1/fan_in), the learned embedding ~ N(0, 1) (as ``nn.Embedding``), biases 0;
+``init_scale`` multiplies every weight (Omnigrok's α).
+
+Fast path: the first layer's pre-activation is a sum of two gathered rows,
+``T_x[x] + T_y[y] + b`` with tables ``T = W_E @ W`` of n rows, instead of a (batch, d_in) matmul.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from mechgrok.config import MLPConfig
+from mechgrok.models.base import HookedModel, init_normal_
+
+
+class Dense(nn.Module):
+    def __init__(self, d_in: int, d_out: int, bias: bool):
+        super().__init__()
+        self.W = nn.Parameter(torch.empty(d_in, d_out))
+        self.b = nn.Parameter(torch.zeros(d_out)) if bias else None
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+
+    def linear(self, x: Tensor) -> Tensor:
+        return torch.addmm(self.b, x, self.W) if self.b is not None else x @ self.W
+
+
+class MLPModel(HookedModel):
+    def __init__(self, cfg: MLPConfig, n_classes: int, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.n_classes = n = n_classes
+        self.act = F.relu if cfg.act == "relu" else F.gelu
+        d = n if cfg.embed == "onehot" else cfg.d_embed
+        self.d_operand = d
+        if cfg.embed == "learned":
+            self.embed = nn.Module()
+            self.embed.W_E = nn.Parameter(torch.empty(n, d))
+        self.hook_embed = HookPoint()  # (batch, 2, d)
+        self.hook_in = HookPoint()  # (batch, d_in)
+        d_in = 2 * d if cfg.combine == "concat" else d
+        widths = [d_in, *cfg.hidden]
+        self.layers = nn.ModuleList(
+            [Dense(a, b, cfg.bias) for a, b in zip(widths[:-1], widths[1:])]
+        )
+        self.unembed = nn.Module()
+        self.unembed.W_U = nn.Parameter(torch.empty(widths[-1], n))
+        if cfg.bias:
+            self.unembed.b_U = nn.Parameter(torch.zeros(n))
+        self.neuron_hook = f"layers.{len(cfg.hidden) - 1}.hook_post"
+        self.reset_parameters(seed)
+        self.setup()
+
+    def reset_parameters(self, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        s = self.cfg.init_scale
+        for name, p in self.named_parameters():
+            if name == "embed.W_E":
+                init_normal_(p, s, gen)
+            elif p.ndim == 2:
+                init_normal_(p, s / math.sqrt(p.shape[0]), gen)
+            else:
+                nn.init.zeros_(p)
+
+    def _operands(self, tokens: Tensor) -> Tensor:
+        """The two operand vectors. (batch, 2, d)"""
+        xy = tokens[:, :2]
+        if self.cfg.embed == "onehot":
+            return F.one_hot(xy, self.n_classes).to(self.unembed.W_U.dtype)
+        return self.embed.W_E[xy]
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        e = self.hook_embed(self._operands(tokens))  # (batch, 2, d)
+        x = self.hook_in(e.flatten(1) if self.cfg.combine == "concat" else e.sum(1))
+        for layer in self.layers:
+            x = layer.hook_post(self.act(layer.hook_pre(layer.linear(x))))
+        return self._unembed(x)  # (batch, n)
+
+    def _unembed(self, x: Tensor) -> Tensor:
+        if hasattr(self.unembed, "b_U"):
+            return torch.addmm(self.unembed.b_U, x, self.unembed.W_U)
+        return x @ self.unembed.W_U
+
+    def forward_last(self, tokens: Tensor) -> Tensor:
+        """Same logits as ``forward``, without hooks; first layer by table lookup. (batch, n)"""
+        first = self.layers[0]
+        W = first.W
+        d = self.d_operand
+        if self.cfg.combine == "concat":
+            W_x, W_y = W[:d], W[d:]
+        else:
+            W_x = W_y = W
+        if self.cfg.embed == "learned":
+            W_E = self.embed.W_E
+            if self.cfg.combine == "concat":
+                tab = W_E @ torch.cat([W_x, W_y], dim=1)  # (n, 2·width) in one matmul
+                T_x, T_y = tab.split(W.shape[1], dim=1)
+            else:
+                T_x = T_y = W_E @ W
+        else:
+            T_x, T_y = W_x, W_y  # one-hot rows select rows of W
+        pre = T_x[tokens[:, 0]] + T_y[tokens[:, 1]]
+        if first.b is not None:
+            pre = pre + first.b
+        x = self.act(pre)
+        for layer in self.layers[1:]:
+            x = self.act(layer.linear(x))
+        return self._unembed(x)

@@ -1,0 +1,242 @@
+"""Nanda et al.'s modular-arithmetic transformer, with Zhong et al.'s attention rate α.
+
+Input tokens ``[x, y, =]``; learned token and position embeddings; ``n_layers`` blocks of causal
+multi-head attention (no biases) then an MLP (with biases); optional pre-LayerNorm; an untied
+unembedding to the ``n`` answer classes (the ``=`` token is never an answer). Logits are read at the
+last position.
+
+Parameter shapes follow TransformerLens (``W_E: (d_vocab, d_model)``, ``W_Q: (n_heads, d_model,
+d_head)``, ``W_O: (n_heads, d_head, d_model)``, ``W_in: (d_model, d_mlp)``, ``W_U: (d_model, n)``)
+and so do hook names (``hook_embed``, ``blocks.0.attn.hook_pattern``, ``blocks.0.mlp.hook_post`` …).
+
+Initialisation (Nanda): every weight ~ N(0, 1/d_model) except ``W_U`` ~ N(0, 1/n) (Nanda's code
+divides by √d_vocab = √(p + 1); mechgrok's unembedding has n = p outputs, so it uses √n); biases 0;
+LayerNorm weights 1. ``init_scale`` multiplies every weight.
+
+Attention rate (Zhong): ``pattern = α · softmax(scores) + (1 − α) · uniform`` where ``uniform`` is
+uniform over the causally visible keys. α = 1 is the standard transformer, α = 0 constant attention.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from mechgrok.config import TransformerConfig
+from mechgrok.models.base import HookedModel, init_normal_
+
+N_CTX = 3
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, d_model: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.b = nn.Parameter(torch.zeros(d_model))
+        self.hook_scale = HookPoint()  # (..., 1)
+        self.hook_normalized = HookPoint()  # (..., d_model)
+
+    def forward(self, x: Tensor, hooked: bool = True) -> Tensor:
+        x = x - x.mean(-1, keepdim=True)
+        scale = (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+        if hooked:
+            scale = self.hook_scale(scale)
+            return self.hook_normalized(x / scale) * self.w + self.b
+        return (x / scale) * self.w + self.b
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.alpha = float(cfg.attn_alpha)
+        self.scale = 1.0 / math.sqrt(e)
+        self.W_Q = nn.Parameter(torch.empty(h, d, e))
+        self.W_K = nn.Parameter(torch.empty(h, d, e))
+        self.W_V = nn.Parameter(torch.empty(h, d, e))
+        self.W_O = nn.Parameter(torch.empty(h, e, d))
+        self.register_buffer("mask", torch.tril(torch.ones(N_CTX, N_CTX, dtype=torch.bool)),
+                             persistent=False)
+        self.hook_q = HookPoint()  # (batch, pos, head, d_head)
+        self.hook_k = HookPoint()
+        self.hook_v = HookPoint()
+        self.hook_attn_scores = HookPoint()  # (batch, head, query_pos, key_pos)
+        self.hook_pattern = HookPoint()  # (batch, head, query_pos, key_pos)
+        self.hook_z = HookPoint()  # (batch, pos, head, d_head)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (batch, pos, d_model)
+        q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q))
+        k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K))
+        v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V))
+        n = x.shape[1]
+        mask = self.mask[:n, :n]
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale
+        scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
+        pattern = scores.softmax(dim=-1)
+        if self.alpha != 1.0:
+            uniform = mask.to(x.dtype) / mask.sum(-1, keepdim=True).to(x.dtype)  # (q, k)
+            pattern = self.alpha * pattern + (1.0 - self.alpha) * uniform
+        pattern = self.hook_pattern(pattern)
+        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # (batch, pos, head, d_head)
+        return torch.einsum("bqhe,hed->bqd", z, self.W_O)
+
+    def attend_last(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Attention output at the last position, all keys visible (the fast path).
+
+        q: (batch, head, d_head); k, v: (batch, pos, head, d_head) → (batch, d_model)
+        """
+        scores = torch.einsum("bhe,bphe->bhp", q, k) * self.scale
+        pattern = scores.softmax(dim=-1)
+        if self.alpha != 1.0:
+            pattern = self.alpha * pattern + (1.0 - self.alpha) / k.shape[1]
+        z = torch.einsum("bhp,bphe->bhe", pattern, v)
+        return z.flatten(1) @ self.W_O.flatten(0, 1)  # (batch, head·d_head) @ (head·d_head, d_model)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
+        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
+        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
+        self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
+        self.act = F.relu if cfg.act == "relu" else F.gelu
+        self.hook_pre = HookPoint()  # (batch, pos, d_mlp)
+        self.hook_post = HookPoint()  # (batch, pos, d_mlp)
+
+    def forward(self, x: Tensor, hooked: bool = True) -> Tensor:
+        pre = torch.addmm(self.b_in, x.reshape(-1, x.shape[-1]), self.W_in).view(*x.shape[:-1], -1)
+        if hooked:
+            post = self.hook_post(self.act(self.hook_pre(pre)))
+        else:
+            post = self.act(pre)
+        out = torch.addmm(self.b_out, post.reshape(-1, post.shape[-1]), self.W_out)
+        return out.view(*x.shape[:-1], -1)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.ln1 = LayerNorm(cfg.d_model) if cfg.layernorm else None
+        self.ln2 = LayerNorm(cfg.d_model) if cfg.layernorm else None
+        self.attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.hook_resid_pre = HookPoint()  # (batch, pos, d_model)
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, resid: Tensor) -> Tensor:
+        resid = self.hook_resid_pre(resid)
+        x = self.ln1(resid) if self.ln1 is not None else resid
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(x)))
+        x = self.ln2(resid) if self.ln2 is not None else resid
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(x)))
+
+    def finish_last(self, resid_last: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Residual after this block at the last position, from precomputed q, k, v."""
+        resid = resid_last + self.attn.attend_last(q, k, v)
+        x = self.ln2(resid, hooked=False) if self.ln2 is not None else resid
+        return resid + self.mlp(x, hooked=False)
+
+
+class Transformer(HookedModel):
+    """The hooked transformer. ``forward(tokens) -> (batch, pos, n_classes)`` logits."""
+
+    def __init__(self, cfg: TransformerConfig, n_classes: int, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.n_classes = n_classes
+        self.d_vocab = n_classes + 1  # the n elements and `=`
+        self.embed = nn.Module()
+        self.embed.W_E = nn.Parameter(torch.empty(self.d_vocab, cfg.d_model))
+        self.pos_embed = nn.Module()
+        self.pos_embed.W_pos = nn.Parameter(torch.empty(N_CTX, cfg.d_model))
+        self.hook_embed = HookPoint()  # (batch, pos, d_model)
+        self.hook_pos_embed = HookPoint()
+        self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.ln_final = LayerNorm(cfg.d_model) if cfg.layernorm else None
+        self.unembed = nn.Module()
+        self.unembed.W_U = nn.Parameter(torch.empty(cfg.d_model, n_classes))
+        if cfg.unembed_bias:
+            self.unembed.b_U = nn.Parameter(torch.zeros(n_classes))
+        self.neuron_hook = f"blocks.{cfg.n_layers - 1}.mlp.hook_post"
+        self.reset_parameters(seed)
+        self.setup()
+
+    def reset_parameters(self, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        s = self.cfg.init_scale
+        std = s / math.sqrt(self.cfg.d_model)
+        for name, p in self.named_parameters():  # a fixed order: the same seed, the same model
+            if name.endswith(("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out")):
+                init_normal_(p, std, gen)
+            elif name.endswith("W_U"):
+                init_normal_(p, s / math.sqrt(self.n_classes), gen)
+            elif name.endswith(".w"):
+                nn.init.ones_(p)
+            else:
+                nn.init.zeros_(p)
+
+    # -- hooked forward ------------------------------------------------------------------------
+    def forward(self, tokens: Tensor) -> Tensor:
+        # tokens: (batch, pos) int64
+        embed = self.hook_embed(self.embed.W_E[tokens])  # (batch, pos, d_model)
+        pos = self.hook_pos_embed(self.pos_embed.W_pos[: tokens.shape[1]].expand_as(embed))
+        resid = embed + pos
+        for block in self.blocks:
+            resid = block(resid)
+        if self.ln_final is not None:
+            resid = self.ln_final(resid)
+        return self._unembed(resid)  # (batch, pos, n_classes)
+
+    def _unembed(self, x: Tensor) -> Tensor:
+        if hasattr(self.unembed, "b_U"):
+            return torch.addmm(self.unembed.b_U, x.reshape(-1, x.shape[-1]),
+                               self.unembed.W_U).view(*x.shape[:-1], -1)
+        return x @ self.unembed.W_U
+
+    # -- fast path -----------------------------------------------------------------------------
+    def forward_last(self, tokens: Tensor) -> Tensor:
+        """Logits at the last position only, without hooks. (batch, n_classes)
+
+        One layer: the residual stream before the block depends on one token per position, so
+        keys, values and the last query come from (pos, d_vocab) tables of d_vocab rows, gathered
+        per example; only the last position goes through the MLP and the unembedding.
+        More layers: the first L − 1 blocks run on all positions, the last on the last position.
+        """
+        W_E, W_pos = self.embed.W_E, self.pos_embed.W_pos
+        n_pos = tokens.shape[1]
+        last = self.blocks[-1]
+        attn = last.attn
+        if len(self.blocks) == 1:
+            table = W_E.unsqueeze(0) + W_pos[:n_pos].unsqueeze(1)  # (pos, d_vocab, d_model)
+            x = last.ln1(table, hooked=False) if last.ln1 is not None else table
+            k_tab = torch.einsum("pvd,hde->pvhe", x, attn.W_K)  # (pos, d_vocab, head, d_head)
+            v_tab = torch.einsum("pvd,hde->pvhe", x, attn.W_V)
+            q_tab = torch.einsum("vd,hde->vhe", x[-1], attn.W_Q)  # (d_vocab, head, d_head)
+            pos_idx = torch.arange(n_pos, device=tokens.device)
+            k = k_tab[pos_idx, tokens]  # (batch, pos, head, d_head)
+            v = v_tab[pos_idx, tokens]
+            q = q_tab[tokens[:, -1]]  # (batch, head, d_head)
+            resid_last = table[-1][tokens[:, -1]]  # (batch, d_model)
+        else:
+            resid = W_E[tokens] + W_pos[:n_pos]
+            for block in self.blocks[:-1]:
+                resid = block(resid)
+            x = last.ln1(resid, hooked=False) if last.ln1 is not None else resid
+            k = torch.einsum("bpd,hde->bphe", x, attn.W_K)
+            v = torch.einsum("bpd,hde->bphe", x, attn.W_V)
+            q = torch.einsum("bd,hde->bhe", x[:, -1], attn.W_Q)
+            resid_last = resid[:, -1]
+        resid_last = last.finish_last(resid_last, q, k, v)
+        if self.ln_final is not None:
+            resid_last = self.ln_final(resid_last, hooked=False)
+        return self._unembed(resid_last)
