@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -417,8 +416,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "task": {"name": "add", "p": 53, "frac_train": 0.4},
         "model": {"kind": "transformer", "d_model": 64, "n_heads": 4, "d_head": 16, "d_mlp": 256},
-        "train": {"epochs": 3000, "lr": 3e-3, "weight_decay": 1.0, "betas": [0.9, 0.98],
-                  "warmup_steps": 10, "loss_dtype": "float32", "eval_every": 10,
+        "train": {"epochs": 2000, "lr": 3e-3, "weight_decay": 1.0, "betas": [0.9, 0.98],
+                  "warmup_steps": 10, "loss_dtype": "float64", "eval_every": 10,
                   "checkpoint_every": 50, "dense_until": 500, "dense_every": 10,
                   "stop_after_grok": None},
     },
@@ -442,10 +441,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         if path.suffix == ".json":
             return json.loads(text)
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib
+        import tomllib
+
         return tomllib.loads(text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot parse config file {str(path)!r}: {e}") from None

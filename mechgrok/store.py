@@ -410,8 +410,10 @@ class RunWriter:
         run (files it does not name are ignored and overwritten on resume).
         """
         rel = f"{CKPT_DIR}/epoch_{epoch:07d}.safetensors"
-        data = tensors_to_bytes(state, {"epoch": str(epoch), "step": str(step),
-                                        "format": "mechgrok.checkpoint/1"})
+        # One metadata key: safetensors writes a metadata dict in no fixed order, and the same
+        # weights must give the same bytes (and SHA-256) every time.
+        meta = json.dumps({"format": "mechgrok.checkpoint/1", "epoch": epoch, "step": step})
+        data = tensors_to_bytes(state, {"mechgrok": meta})
         atomic_write_bytes(self.path / rel, data)
         info = CheckpointInfo(epoch, step, rel, len(data), sha256_bytes(data))
         # The resume file gets a new name each time, so the manifest on disk always names a

@@ -123,13 +123,14 @@ class MLP(nn.Module):
 class TransformerBlock(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.ln1 = LayerNorm(cfg.d_model) if cfg.layernorm else None
-        self.ln2 = LayerNorm(cfg.d_model) if cfg.layernorm else None
-        self.attn = Attention(cfg)
-        self.mlp = MLP(cfg)
+        # registered in forward order, so hook_dict lists the hooks in the order they fire
         self.hook_resid_pre = HookPoint()  # (batch, pos, d_model)
+        self.ln1 = LayerNorm(cfg.d_model) if cfg.layernorm else None
+        self.attn = Attention(cfg)
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
+        self.ln2 = LayerNorm(cfg.d_model) if cfg.layernorm else None
+        self.mlp = MLP(cfg)
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 

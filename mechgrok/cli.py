@@ -1,0 +1,258 @@
+"""``mechgrok``: thin commands over the library. Heavy imports (torch, TransformerLens, plotly)
+happen inside the commands, so ``mechgrok --help`` and ``mechgrok tasks`` start instantly.
+
+Every user error is one line on stderr (``mechgrok: error: …``) and a non-zero exit, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from mechgrok.errors import MechgrokError
+
+DEFAULT_CHECKPOINTS = "checkpoints"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from mechgrok.tasks import TASKS
+
+    w = max(len(n) for n in TASKS)
+    rw = max(len(t.rule) for t in TASKS.values())
+    print(f"{'task':<{w}}  {'rule':<{rw}}  domain")
+    for t in TASKS.values():
+        print(f"{t.name:<{w}}  {t.rule:<{rw}}  {t.domain}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from mechgrok.config import PRESETS, preset
+
+    for name in PRESETS:
+        c = preset(name)
+        m = c.model
+        if m.kind == "transformer":
+            model = (f"transformer L{m.n_layers} d{m.d_model} h{m.n_heads} mlp{m.d_mlp} "
+                     f"α={m.attn_alpha:g}")
+        else:
+            model = f"mlp {m.embed}/{m.combine} {list(m.hidden)} bias={m.bias}"
+        t = c.train
+        bs = t.batch_size or "full"
+        print(f"{name:<12} {c.task.name} p={c.task.p} frac={c.task.frac_train:g}  {model}  "
+              f"{t.optimizer} lr={t.lr:g} wd={t.weight_decay:g} batch={bs} epochs={t.epochs} "
+              f"checkpoints={len(t.checkpoint_epochs())}")
+    return 0
+
+
+_SHORTCUTS = {
+    # flag dest -> config key
+    "task": "task.name", "p": "task.p", "frac_train": "task.frac_train",
+    "data_seed": "task.data_seed", "model": "model.kind", "epochs": "train.epochs",
+    "lr": "train.lr", "weight_decay": "train.weight_decay", "batch_size": "train.batch_size",
+    "seed": "train.seed", "loss_dtype": "train.loss_dtype", "model_dtype": "train.model_dtype",
+    "eval_every": "train.eval_every", "checkpoint_every": "train.checkpoint_every",
+    "stop_after_grok": "train.stop_after_grok", "threads": "train.threads",
+}
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value as TOML (numbers, booleans, lists, quoted strings), else a bare string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dest, key in _SHORTCUTS.items():
+        v = getattr(args, dest, None)
+        if v is not None:
+            out[key] = v
+    if args.freeze_biases:
+        out["train.freeze_biases"] = True
+    for item in args.set or []:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            raise MechgrokError(f"--set {item!r} must look like section.field=value "
+                                f"(e.g. --set train.lr=3e-4)")
+        out[key.strip()] = _parse_value(value.strip())
+    return out
+
+
+def _print_result(res: Any) -> None:
+    from mechgrok.store import Run
+
+    run = Run(res.path)
+    metrics = run.metrics()
+    final = metrics[-1] if metrics else {}
+    grok = grokking_epochs(metrics)
+    print(f"run: {res.path}")
+    print(f"status: {res.status} after {final.get('epoch', res.epochs)} epochs "
+          f"({res.seconds:.1f} s), {len(run.checkpoints())} checkpoints")
+    if final:
+        print(f"final: train acc {final['train_acc']:.3f} loss {final['train_loss']:.3g}; "
+              f"test acc {final['test_acc']:.3f} loss {final['test_loss']:.3g}")
+    if grok["train_99"] is not None:
+        line = f"memorised (train acc ≥ 99 %) at epoch {grok['train_99']}"
+        if grok["test_99"] is not None:
+            line += (f"; generalised (test acc ≥ 99 %, held) at epoch {grok['test_99']}: "
+                     f"grokking delay {grok['test_99'] - grok['train_99']} epochs")
+        else:
+            line += "; has not generalised yet (test acc < 99 %)"
+        print(line)
+
+
+def grokking_epochs(metrics: list[dict[str, Any]], acc: float = 0.99) -> dict[str, int | None]:
+    """First epochs at which train and test accuracy reach ``acc`` and stay there to the end."""
+
+    def first_held(key: str) -> int | None:
+        held = None
+        for m in metrics:
+            if m[key] >= acc:
+                if held is None:
+                    held = m["epoch"]
+            else:
+                held = None
+        return held
+
+    return {"train_99": first_held("train_acc"), "test_99": first_held("test_acc")}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    progress = None if args.progress is None else args.progress
+    if args.resume:
+        from mechgrok.store import resolve_run_path
+        from mechgrok.training import resume
+
+        given = [k for k in _SHORTCUTS if getattr(args, k, None) is not None]
+        if given or args.set or args.config or args.preset or args.name:
+            raise MechgrokError("--resume continues a run with its own saved config; "
+                                "drop the other settings")
+        path = resolve_run_path(args.resume, args.out_dir)
+        res = resume(path, progress=progress)
+        if res.status == "already-finished":
+            print(f"run {path} had already finished; nothing to do")
+            return 0
+        _print_result(res)
+        return 0
+
+    from mechgrok.config import resolve_config
+    from mechgrok.training import train
+
+    cfg = resolve_config(args.preset, args.config, _overrides(args))
+    path = Path(args.out_dir) / (args.name or cfg.run_id())
+    if args.overwrite and path.exists():
+        import shutil
+
+        from mechgrok.store import LOCK_FILE, RunWriter
+
+        if (path / LOCK_FILE).exists():
+            RunWriter._lock(path)  # refuses if another process is training into it
+        shutil.rmtree(path)
+    res = train(cfg, path, progress=progress)
+    _print_result(res)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mechgrok", description="Train, probe and report on grokking.")
+    p.add_argument("--version", action="version", version=f"mechgrok {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("tasks", help="list the twelve Power et al. operations")
+    s.set_defaults(func=cmd_tasks)
+    s = sub.add_parser("presets", help="list the named training presets")
+    s.set_defaults(func=cmd_presets)
+
+    s = sub.add_parser(
+        "train", help="train one run into a run directory",
+        description="Train one run. Settings layer as: preset (default quick) ← --config file ← "
+                    "flags and --set. The run directory is checkpoints/<run-id>/ unless --name "
+                    "or --out-dir say otherwise.")
+    s.add_argument("--preset", help="nanda, zhong-clock, zhong-pizza, prieto, mlp-circle, quick "
+                                    "(default quick; see `mechgrok presets`)")
+    s.add_argument("--config", metavar="FILE", help="a run.toml (or .json) with [task], [model], "
+                                                    "[train] tables")
+    s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="any config field, e.g. --set model.d_mlp=256 --set train.betas=[0.9,0.99]")
+    s.add_argument("--task", help="task name (see `mechgrok tasks`)")
+    s.add_argument("--p", type=int, help="modulus")
+    s.add_argument("--frac-train", type=float, help="fraction of pairs in the train split")
+    s.add_argument("--data-seed", type=int, help="seed of the split")
+    s.add_argument("--model", choices=["transformer", "mlp"], help="model kind")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--weight-decay", type=float)
+    s.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
+    s.add_argument("--seed", type=int, help="model initialisation seed")
+    s.add_argument("--loss-dtype", choices=["float32", "float64"])
+    s.add_argument("--model-dtype", choices=["float32", "float64"])
+    s.add_argument("--freeze-biases", action="store_true", help="zero and freeze every bias")
+    s.add_argument("--eval-every", type=int, metavar="N", help="evaluate every N epochs")
+    s.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N epochs")
+    s.add_argument("--stop-after-grok", type=int, metavar="K",
+                   help="stop once test accuracy has been ≥ 99 %% at K evaluations in a row")
+    s.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    s.add_argument("--name", help="run directory name (default: derived from the config)")
+    s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS,
+                   help="where run directories go (default checkpoints/)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    s.add_argument("--resume", metavar="RUN", help="continue an interrupted run (path or id)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="always show the progress bar")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="never show the progress bar (default: only on a terminal)")
+    s.set_defaults(func=cmd_train)
+    return p
+
+
+def _version() -> str:
+    from mechgrok import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except MechgrokError as e:
+        print(f"mechgrok: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mechgrok: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # permissions, read-only disks, …: say which file and why
+        where = f" {e.filename}" if e.filename else ""
+        print(f"mechgrok: error:{where}: {e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny configs (p = 11, narrow models) so unit tests run in seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mechgrok.config import RunConfig, resolve_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(**overrides: Any) -> RunConfig:
+    """A transformer on add mod 11 small enough to train hundreds of epochs in a second."""
+    base = {
+        "task.name": "add", "task.p": 11, "task.frac_train": 0.5,
+        "model.d_model": 16, "model.n_heads": 2, "model.d_head": 8, "model.d_mlp": 32,
+        "train.epochs": 60, "train.lr": 3e-3, "train.eval_every": 5,
+        "train.checkpoint_every": 10, "train.dense_until": 0, "train.threads": 1,
+    }
+    if overrides.get("model.kind", "transformer") != "transformer":
+        base = {k: v for k, v in base.items() if not k.startswith("model.")}
+    base.update(overrides)
+    return resolve_config("quick", overrides=base)
+
+
+def tiny_mlp_config(**overrides: Any) -> RunConfig:
+    base = {"model.kind": "mlp", "model.d_embed": 8, "model.hidden": [24]}
+    base.update(overrides)
+    return tiny_config(**base)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
+            env: dict[str, str] | None = None, **kw: Any) -> subprocess.CompletedProcess:
+    """Run ``python -m mechgrok ARGS`` in a real subprocess."""
+    e = dict(os.environ)
+    e.setdefault("OMP_NUM_THREADS", "1")
+    if env:
+        e.update(env)
+    return subprocess.run([sys.executable, "-m", "mechgrok", *args], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    """Non-zero exit, exactly one line on stderr mentioning every needle, no traceback."""
+    assert proc.returncode != 0, proc
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n.lower() in lines[0].lower(), (n, lines[0])
+
+
+@pytest.fixture
+def tiny() -> RunConfig:
+    return tiny_config()
