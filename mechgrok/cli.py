@@ -139,13 +139,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = None if args.progress is None else args.progress
     if args.resume:
         from mechgrok.store import resolve_run_path
-        from mechgrok.training import resume
 
         given = [k for k in _SHORTCUTS if getattr(args, k, None) is not None]
         if given or args.set or args.config or args.preset or args.name:
             raise MechgrokError("--resume continues a run with its own saved config; "
                                 "drop the other settings")
         path = resolve_run_path(args.resume, args.out_dir)
+        from mechgrok.training import resume
+
         res = resume(path, progress=progress)
         if res.status == "already-finished":
             print(f"run {path} had already finished; nothing to do")
@@ -154,9 +155,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
 
     from mechgrok.config import resolve_config
+
+    cfg = resolve_config(args.preset, args.config, _overrides(args))  # validate before torch loads
     from mechgrok.training import train
 
-    cfg = resolve_config(args.preset, args.config, _overrides(args))
     path = Path(args.out_dir) / (args.name or cfg.run_id())
     if args.overwrite and path.exists():
         import shutil
