@@ -14,7 +14,10 @@ called (set-up, evaluations and checkpoint writing included), and from them:
   ≥ 99 %;
 * ``trainer_elapsed_s_to_grok``: the trainer's own clock (``elapsed_s`` in the metrics) at the
   grok evaluation, which leaves out set-up and evaluation time;
-* ``peak_rss_mib``: the process's peak resident set size (``resource.getrusage``, ``ru_maxrss``).
+* ``peak_rss_mib``: the process's peak resident set size (``resource.getrusage``, ``ru_maxrss``);
+* ``cpu_utilisation``: process CPU time / (wall time × threads) over the run, and the load
+  average at start and end: well below 1 utilisation means other processes on this shared
+  machine took CPU and the seconds are pessimistic.
 
 Targets: ``quick`` ≤ 90 s to grok; ``nanda`` ≤ 900 s (15 minutes) to grok and peak RSS < 1 GiB.
 Other presets have no targets (reported as null).
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -114,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{tc.eval_every}, stop after {args.streak} evaluations at ≥ 99 % test; seed "
           f"{tc.seed}; torch {torch.__version__}, {threads} threads")
 
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="mechgrok-grok-") as tmp:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         watch = Watcher(t0)
         res = loop.train(cfg, Path(tmp) / "run", progress=False, on_eval=watch)
         wall = time.perf_counter() - t0
+        cpu_util = (time.process_time() - c0) / (wall * threads)
+    load_end = os.getloadavg()[0]
     rss = peak_rss_mib()
 
     grokked = watch.streak >= args.streak and watch.streak_start is not None
@@ -127,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds_to_grok = start[1] if start else None
     final = res.final or watch.last
     print(f"status {res.status} after {res.epochs} epochs, {wall:.1f} s wall "
-          f"({res.seconds:.1f} s in the loop), {watch.evals} evaluations")
+          f"({res.seconds:.1f} s in the loop), {watch.evals} evaluations; CPU utilisation "
+          f"{cpu_util:.2f}, load average {load_start:.2f} → {load_end:.2f}")
     if watch.memorised:
         print(f"memorised (train acc ≥ 99 %) at epoch {watch.memorised[0]}, "
               f"{watch.memorised[1]:.1f} s")
@@ -158,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         "streak": args.streak,
         "torch": torch.__version__,
         "threads": threads,
+        "cpu_utilisation": cpu_util,
+        "load_average_start": load_start,
+        "load_average_end": load_end,
         "status": res.status,
         "grokked": grokked,
         "epochs_to_grok": epochs_to_grok,

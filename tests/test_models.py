@@ -159,3 +159,24 @@ def test_mlp_ignores_equals_token_column() -> None:
     d = dataset_tensors(make_dataset("add", 11, 0.5, 0))
     x = d["train_x"]
     torch.testing.assert_close(model(x), model(x[:, :2]))
+
+
+@pytest.mark.parametrize("score_table", [True, False])
+@pytest.mark.parametrize("case", ["transformer", "alpha-0.3", "layernorm+bias+gelu"])
+def test_fast_path_with_varied_last_token(case: str, score_table: bool,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inputs whose last token is not always `=` take the general table branches."""
+    from mechgrok.models.transformer import Transformer
+
+    if not score_table:
+        monkeypatch.setattr(Transformer, "SCORE_TABLE_MAX", 0)
+    model = build_model(tiny_config(**CASES[case], **{"train.model_dtype": "float64"}))
+    toks = torch.randint(0, 12, (300, 3), generator=torch.Generator().manual_seed(0))
+    hooked = model.last_logits(toks)
+    fast = model.forward_last(toks)
+    torch.testing.assert_close(fast, hooked, rtol=1e-12, atol=1e-12)
+    params = list(model.parameters())
+    ga = torch.autograd.grad(hooked.square().sum(), params)
+    gb = torch.autograd.grad(fast.square().sum(), params)
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

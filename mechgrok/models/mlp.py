@@ -85,7 +85,7 @@ class MLPModel(HookedModel):
         xy = tokens[:, :2]
         if self.cfg.embed == "onehot":
             return F.one_hot(xy, self.n_classes).to(self.unembed.W_U.dtype)
-        return self.embed.W_E[xy]
+        return F.embedding(xy, self.embed.W_E)
 
     def forward(self, tokens: Tensor) -> Tensor:
         e = self.hook_embed(self._operands(tokens))  # (batch, 2, d)
@@ -117,7 +117,7 @@ class MLPModel(HookedModel):
                 T_x = T_y = W_E @ W
         else:
             T_x, T_y = W_x, W_y  # one-hot rows select rows of W
-        pre = T_x[tokens[:, 0]] + T_y[tokens[:, 1]]
+        pre = F.embedding(tokens[:, 0], T_x) + F.embedding(tokens[:, 1], T_y)
         if first.b is not None:
             pre = pre + first.b
         x = self.act(pre)

@@ -86,18 +86,6 @@ class Attention(nn.Module):
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # (batch, pos, head, d_head)
         return torch.einsum("bqhe,hed->bqd", z, self.W_O)
 
-    def attend_last(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Attention output at the last position, all keys visible (the fast path).
-
-        q: (batch, head, d_head); k, v: (batch, pos, head, d_head) → (batch, d_model)
-        """
-        scores = torch.einsum("bhe,bphe->bhp", q, k) * self.scale
-        pattern = scores.softmax(dim=-1)
-        if self.alpha != 1.0:
-            pattern = self.alpha * pattern + (1.0 - self.alpha) / k.shape[1]
-        z = torch.einsum("bhp,bphe->bhe", pattern, v)
-        return z.flatten(1) @ self.W_O.flatten(0, 1)  # (batch, head·d_head) @ (head·d_head, d_model)
-
 
 class MLP(nn.Module):
     def __init__(self, cfg: TransformerConfig):
@@ -114,6 +102,8 @@ class MLP(nn.Module):
         pre = torch.addmm(self.b_in, x.reshape(-1, x.shape[-1]), self.W_in).view(*x.shape[:-1], -1)
         if hooked:
             post = self.hook_post(self.act(self.hook_pre(pre)))
+        elif self.act is F.relu:
+            post = pre.relu_()  # in place: addmm's backward does not need its output
         else:
             post = self.act(pre)
         out = torch.addmm(self.b_out, post.reshape(-1, post.shape[-1]), self.W_out)
@@ -140,12 +130,6 @@ class TransformerBlock(nn.Module):
         resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(x)))
         x = self.ln2(resid) if self.ln2 is not None else resid
         return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(x)))
-
-    def finish_last(self, resid_last: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Residual after this block at the last position, from precomputed q, k, v."""
-        resid = resid_last + self.attn.attend_last(q, k, v)
-        x = self.ln2(resid, hooked=False) if self.ln2 is not None else resid
-        return resid + self.mlp(x, hooked=False)
 
 
 class Transformer(HookedModel):
@@ -189,7 +173,7 @@ class Transformer(HookedModel):
     # -- hooked forward ------------------------------------------------------------------------
     def forward(self, tokens: Tensor) -> Tensor:
         # tokens: (batch, pos) int64
-        embed = self.hook_embed(self.embed.W_E[tokens])  # (batch, pos, d_model)
+        embed = self.hook_embed(F.embedding(tokens, self.embed.W_E))  # (batch, pos, d_model)
         pos = self.hook_pos_embed(self.pos_embed.W_pos[: tokens.shape[1]].expand_as(embed))
         resid = embed + pos
         for block in self.blocks:
@@ -205,39 +189,70 @@ class Transformer(HookedModel):
         return x @ self.unembed.W_U
 
     # -- fast path -----------------------------------------------------------------------------
+    #: above this many entries (d_vocab² · pos · heads) the score table is not worth building
+    SCORE_TABLE_MAX = 1 << 22
+
     def forward_last(self, tokens: Tensor) -> Tensor:
         """Logits at the last position only, without hooks. (batch, n_classes)
 
         One layer: the residual stream before the block depends on one token per position, so
-        keys, values and the last query come from (pos, d_vocab) tables of d_vocab rows, gathered
-        per example; only the last position goes through the MLP and the unembedding.
+        every per-position quantity comes from a table of d_vocab rows, gathered per example with
+        ``F.embedding`` (whose backward is a fast, deterministic index-add, unlike advanced
+        indexing's scatter): the values ``(pos·d_vocab, head·d_head)``, and the attention scores
+        of the last query against every key, ``(d_vocab · pos · d_vocab, head)``. Only the last
+        position goes through W_O, the MLP and the unembedding.
         More layers: the first L − 1 blocks run on all positions, the last on the last position.
         """
         W_E, W_pos = self.embed.W_E, self.pos_embed.W_pos
-        n_pos = tokens.shape[1]
+        batch, n_pos = tokens.shape
         last = self.blocks[-1]
         attn = last.attn
+        h, e = attn.W_Q.shape[0], attn.W_Q.shape[2]
         if len(self.blocks) == 1:
+            n_vocab = W_E.shape[0]
             table = W_E.unsqueeze(0) + W_pos[:n_pos].unsqueeze(1)  # (pos, d_vocab, d_model)
             x = last.ln1(table, hooked=False) if last.ln1 is not None else table
+            flat = tokens + torch.arange(n_pos, device=tokens.device) * n_vocab  # (batch, pos)
             k_tab = torch.einsum("pvd,hde->pvhe", x, attn.W_K)  # (pos, d_vocab, head, d_head)
-            v_tab = torch.einsum("pvd,hde->pvhe", x, attn.W_V)
             q_tab = torch.einsum("vd,hde->vhe", x[-1], attn.W_Q)  # (d_vocab, head, d_head)
-            pos_idx = torch.arange(n_pos, device=tokens.device)
-            k = k_tab[pos_idx, tokens]  # (batch, pos, head, d_head)
-            v = v_tab[pos_idx, tokens]
-            q = q_tab[tokens[:, -1]]  # (batch, head, d_head)
-            resid_last = table[-1][tokens[:, -1]]  # (batch, d_model)
+            last_tok = tokens[:, -1]
+            same_query = bool((last_tok == last_tok[0]).all())  # always, in training: `=`
+            if same_query:
+                # one query row: scores from a (pos·d_vocab, head) table, residual broadcast
+                q0 = q_tab[last_tok[0]]  # (head, d_head)
+                s_tab = torch.einsum("he,pvhe->pvh", q0, k_tab) * attn.scale
+                scores = F.embedding(flat, s_tab.reshape(-1, h))  # (batch, pos, head)
+            elif n_vocab * n_vocab * n_pos * h <= self.SCORE_TABLE_MAX:
+                s_tab = torch.einsum("the,pvhe->tpvh", q_tab, k_tab) * attn.scale
+                s_idx = flat + tokens[:, -1:] * (n_pos * n_vocab)
+                scores = F.embedding(s_idx, s_tab.reshape(-1, h))  # (batch, pos, head)
+            else:
+                q = F.embedding(tokens[:, -1], q_tab.reshape(n_vocab, h * e)).view(batch, 1, h, e)
+                k = F.embedding(flat, k_tab.reshape(n_pos * n_vocab, h * e)).view(batch, n_pos, h, e)
+                scores = (q * k).sum(-1) * attn.scale
+            v_tab = torch.einsum("pvd,hde->pvhe", x, attn.W_V).reshape(n_pos * n_vocab, h * e)
+            v = F.embedding(flat, v_tab).view(batch, n_pos, h, e)
+            if same_query:
+                resid_last = table[-1, last_tok[0]].expand(batch, -1)  # (batch, d_model)
+            else:
+                resid_last = F.embedding(flat[:, -1], table.reshape(n_pos * n_vocab, -1))
         else:
-            resid = W_E[tokens] + W_pos[:n_pos]
+            resid = F.embedding(tokens, W_E) + W_pos[:n_pos]
             for block in self.blocks[:-1]:
                 resid = block(resid)
             x = last.ln1(resid, hooked=False) if last.ln1 is not None else resid
-            k = torch.einsum("bpd,hde->bphe", x, attn.W_K)
-            v = torch.einsum("bpd,hde->bphe", x, attn.W_V)
-            q = torch.einsum("bd,hde->bhe", x[:, -1], attn.W_Q)
+            q = (x[:, -1] @ attn.W_Q.transpose(0, 1).reshape(-1, h * e)).view(batch, 1, h, e)
+            k = (x @ attn.W_K.transpose(0, 1).reshape(-1, h * e)).view(batch, n_pos, h, e)
+            v = (x @ attn.W_V.transpose(0, 1).reshape(-1, h * e)).view(batch, n_pos, h, e)
+            scores = (q * k).sum(-1) * attn.scale
             resid_last = resid[:, -1]
-        resid_last = last.finish_last(resid_last, q, k, v)
+        pattern = scores.softmax(dim=1)  # (batch, pos, head): the last query, all keys visible
+        if attn.alpha != 1.0:
+            pattern = attn.alpha * pattern + (1.0 - attn.alpha) / n_pos
+        z = (pattern.unsqueeze(-1) * v).sum(1).reshape(batch, h * e)  # (batch, head·d_head)
+        resid_last = resid_last + z @ attn.W_O.reshape(h * e, -1)
+        mlp_in = last.ln2(resid_last, hooked=False) if last.ln2 is not None else resid_last
+        resid_last = resid_last + last.mlp(mlp_in, hooked=False)
         if self.ln_final is not None:
             resid_last = self.ln_final(resid_last, hooked=False)
         return self._unembed(resid_last)
