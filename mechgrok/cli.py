@@ -119,18 +119,11 @@ def _print_result(res: Any) -> None:
 
 def grokking_epochs(metrics: list[dict[str, Any]], acc: float = 0.99) -> dict[str, int | None]:
     """First epochs at which train and test accuracy reach ``acc`` and stay there to the end."""
+    from mechgrok.probes.phases import first_held
 
-    def first_held(key: str) -> int | None:
-        held = None
-        for m in metrics:
-            if m[key] >= acc:
-                if held is None:
-                    held = m["epoch"]
-            else:
-                held = None
-        return held
-
-    return {"train_99": first_held("train_acc"), "test_99": first_held("test_acc")}
+    epochs = [m["epoch"] for m in metrics]
+    return {"train_99": first_held(epochs, [m["train_acc"] for m in metrics], acc),
+            "test_99": first_held(epochs, [m["test_acc"] for m in metrics], acc)}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -171,6 +164,74 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = train(cfg, path, progress=progress)
     _print_result(res)
     return 0
+
+
+def cmd_probes(args: argparse.Namespace) -> int:
+    from mechgrok.probes import registry, registry_problems
+
+    reg = registry()
+    w = max(len(n) for n in reg)
+    for name, p in reg.items():
+        needs = f" [needs: {', '.join(p.needs)}]" if p.needs else ""
+        origin = "" if p.builtin else " (installed)"
+        print(f"{name:<{w}}  {p.description}{needs}{origin}")
+    for line in registry_problems():
+        print(f"mechgrok: warning: {line}", file=sys.stderr)
+    return 0
+
+
+def _fmt_freqs(v: Any) -> str:
+    return "[" + ", ".join(str(k) for k in v) + "]" if isinstance(v, list) else str(v)
+
+
+def print_analysis(res: Any) -> None:
+    s = res.summary
+    print(f"analysed {res.run.path}: {res.checkpoints} checkpoints × {len(res.probes)} probes "
+          f"({res.computed} computed, {res.reused} already there) in {res.seconds:.1f} s")
+    kf = s.get("key_frequencies", {})
+    if "not_applicable" in kf:
+        print(f"key frequencies: n/a ({kf['not_applicable']})")
+    elif kf:
+        print(f"key frequencies at epoch {kf['epoch']}: neuron clusters {_fmt_freqs(kf['neurons'])}"
+              f" | embedding {_fmt_freqs(kf['embedding'])} | logit map {_fmt_freqs(kf['logit_map'])}")
+    ph = s.get("phases")
+    if ph:
+        def ep(k: str) -> str:
+            return "—" if ph.get(k) is None else str(ph[k])
+
+        print(f"phases: memorisation ends {ep('memorisation_end')}, circuit formation ends "
+              f"{ep('circuit_formation_end')}, cleanup ends {ep('cleanup_end')}; grokked at "
+              f"{ep('grokking_epoch')} (delay {ep('grokking_delay')} epochs); "
+              f"Liu et al. label: {s.get('liu_label')}")
+        for note in ph.get("notes", []):
+            print(f"  note: {note}")
+    reasons: dict[str, list[str]] = {}
+    for name, why in res.not_applicable.items():
+        reasons.setdefault(why, []).append(name)
+    for why, names in reasons.items():
+        print(f"n/a: {', '.join(names)}: {why}")
+    by_probe: dict[str, list[dict]] = {}
+    for e in res.errors:
+        by_probe.setdefault(e["probe"], []).append(e)
+    for name, errs in by_probe.items():
+        first = errs[0]
+        where = f"epoch {first['epoch']}" if first["epoch"] is not None else "setup"
+        print(f"mechgrok: error: probe {name!r} failed on {len(errs)} checkpoint"
+              f"{'s' if len(errs) > 1 else ''} of run {res.run.id} (first at {where}: "
+              f"{first['error']}); the other probes and checkpoints were analysed",
+              file=sys.stderr)
+    print(f"measures: {res.run.path / 'analysis' / 'measures.jsonl'}")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from mechgrok.store import Run, resolve_run_path
+
+    run = Run(resolve_run_path(args.run, args.out_dir))  # validate before torch loads
+    from mechgrok.analysis import analyze
+
+    res = analyze(run, args.probe or None, force=args.force, progress=args.progress)
+    print_analysis(res)
+    return 1 if res.errors else 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,6 +287,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", dest="progress", action="store_false",
                    help="never show the progress bar (default: only on a terminal)")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("probes", help="list the probes (built-in and installed)")
+    s.set_defaults(func=cmd_probes)
+
+    s = sub.add_parser(
+        "analyze", aliases=["analyse"], help="run probes over every checkpoint of a run",
+        description="Run every applicable probe over every checkpoint of RUN and write the "
+                    "measures table to RUN/analysis/. Only what is missing is computed.")
+    s.add_argument("run", metavar="RUN", help="run directory (path or id under --out-dir)")
+    s.add_argument("--probe", action="append", metavar="NAME|module:Name",
+                   help="run only these probes (repeatable); module:Name runs your own")
+    s.add_argument("--force", action="store_true", help="recompute what is already there")
+    s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS, help="where run ids are looked up")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None)
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    s.set_defaults(func=cmd_analyze)
     return p
 
 

@@ -44,6 +44,20 @@ class HookedModel(HookedRootModule):
     def forward_last(self, tokens: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # -- what probes read, the same way for every model kind ------------------------------------
+    def token_embedding(self) -> Tensor:  # pragma: no cover - abstract
+        """The n answer elements' input vectors. (n, d)"""
+        raise NotImplementedError
+
+    def neuron_logit_map(self) -> Tensor:  # pragma: no cover - abstract
+        """W_L: how each neuron of ``neuron_hook`` writes to the logits. (n_neurons, n)"""
+        raise NotImplementedError
+
+    def neurons(self, cache: Any) -> Tensor:
+        """The ``neuron_hook`` activations at the read-out position. (batch, n_neurons)"""
+        acts = cache[self.neuron_hook]
+        return acts[:, -1] if acts.ndim == 3 else acts
+
     def last_logits(self, tokens: Tensor) -> Tensor:
         """Logits at the read-out position from the hooked forward. (batch, n_classes)"""
         out = self(tokens)

@@ -80,6 +80,17 @@ class MLPModel(HookedModel):
             else:
                 nn.init.zeros_(p)
 
+    def token_embedding(self) -> Tensor:
+        """Learned: ``W_E``. One-hot: the first layer's rows for the x operand, which is what a
+        one-hot input's embedding amounts to. (n, d)"""
+        if self.cfg.embed == "learned":
+            return self.embed.W_E
+        return self.layers[0].W[: self.n_classes]
+
+    def neuron_logit_map(self) -> Tensor:
+        """W_L = W_U: the last hidden layer writes straight to the logits. (width, n)"""
+        return self.unembed.W_U
+
     def _operands(self, tokens: Tensor) -> Tensor:
         """The two operand vectors. (batch, 2, d)"""
         xy = tokens[:, :2]

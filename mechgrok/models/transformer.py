@@ -170,6 +170,14 @@ class Transformer(HookedModel):
             else:
                 nn.init.zeros_(p)
 
+    def token_embedding(self) -> Tensor:
+        """W_E rows of the n elements (the `=` row left out). (n, d_model)"""
+        return self.embed.W_E[: self.n_classes]
+
+    def neuron_logit_map(self) -> Tensor:
+        """W_L = W_out @ W_U of the last block (the direct path; LayerNorm ignored). (d_mlp, n)"""
+        return self.blocks[-1].mlp.W_out @ self.unembed.W_U
+
     # -- hooked forward ------------------------------------------------------------------------
     def forward(self, tokens: Tensor) -> Tensor:
         # tokens: (batch, pos) int64

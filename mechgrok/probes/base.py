@@ -1,0 +1,286 @@
+"""The probe API (a **contract**: users' probes depend on it).
+
+A probe has a ``name``, a one-line ``description``, declares what it ``needs`` and maps one
+checkpoint (plus its run's context) to named results: **scalars** (Python/NumPy numbers, bools)
+and **arrays** (NumPy arrays or torch tensors). Scalars become columns of the measures table
+(``<probe>.<name>``); arrays go to a sibling file. A probe that does not apply to a run (Fourier
+measures on ``quad1``, say) says why, and the table records that instead of numbers.
+
+Two ways to write one, both registered the same way::
+
+    from mechgrok.probes import Probe, probe
+
+    @probe("logit_norm", needs=("all_pairs",), description="mean L2 norm of the logits")
+    def logit_norm(ctx):
+        return {"mean": ctx.all_pairs().logits.norm(dim=-1).mean().item()}
+
+    class MaxNeuron(Probe):
+        name = "max_neuron"
+        needs = ("all_pairs",)
+        def compute(self, ctx):
+            return {"max": ctx.all_pairs().neurons.max().item()}
+
+Run a probe from your own module without installing anything:
+``mechgrok analyze RUN --probe mymodule:MaxNeuron``; or install it under the entry-point group
+``mechgrok.probes`` (``[project.entry-points."mechgrok.probes"] max_neuron = "mymodule:MaxNeuron"``).
+Names are unique: registering a duplicate is an error, and an installed probe never replaces a
+built-in.
+
+``needs`` (what the analysis prepares, once per checkpoint, shared by every probe):
+
+* ``"all_pairs"``: one hooked forward over every valid input, cached (``ctx.all_pairs()``);
+* ``"key_freqs"``: the key frequencies found on the run's final checkpoint
+  (``ctx.run.final_key_frequencies()``);
+* ``"fourier"``: the task is ``add`` or ``sub`` mod p, where Fourier analysis over Z_p applies
+  (other tasks get "n/a" with the reason).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mechgrok.errors import MechgrokError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from mechgrok.config import RunConfig
+    from mechgrok.models import HookedModel
+    from mechgrok.store import CheckpointInfo, Run
+    from mechgrok.tasks import TaskData
+
+KNOWN_NEEDS = frozenset({"all_pairs", "key_freqs", "fourier"})
+FOURIER_TASKS = {"add": "add", "sub": "sub"}
+
+
+class ProbeError(MechgrokError):
+    """A probe that cannot be found, loaded or registered."""
+
+
+class NotApplicable(Exception):  # noqa: N818 - it is a signal, not an error
+    """Raised by a probe (or its ``applies``) when it does not apply; the message says why."""
+
+
+class Probe:
+    """Base class. Subclasses set ``name`` (and ``description``, ``needs``) and implement
+    :meth:`compute`; override :meth:`applies` to refuse runs it does not fit."""
+
+    name: str = ""
+    description: str = ""
+    needs: tuple[str, ...] = ()
+    builtin: bool = False
+
+    def applies(self, run: RunContext) -> str | None:
+        """None if the probe applies to this run, else the reason it does not."""
+        if "fourier" in self.needs or "key_freqs" in self.needs:
+            return run.fourier_reason()
+        return None
+
+    def compute(self, ctx: CheckpointContext) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<probe {self.name!r}>"
+
+
+class _FunctionProbe(Probe):
+    def __init__(self, fn: Callable[[CheckpointContext], dict[str, Any]], name: str,
+                 needs: Iterable[str], description: str,
+                 applies: Callable[[RunContext], str | None] | None):
+        self.fn = fn
+        self.name = name
+        self.needs = tuple(needs)
+        self.description = description
+        self._applies = applies
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def applies(self, run: RunContext) -> str | None:
+        base = super().applies(run)
+        if base is not None or self._applies is None:
+            return base
+        return self._applies(run)
+
+    def compute(self, ctx: CheckpointContext) -> dict[str, Any]:
+        return self.fn(ctx)
+
+    def __call__(self, ctx: CheckpointContext) -> dict[str, Any]:
+        return self.fn(ctx)
+
+
+def probe(name: str | None = None, *, needs: Iterable[str] = (), description: str = "",
+          applies: Callable[[RunContext], str | None] | None = None
+          ) -> Callable[[Callable[[CheckpointContext], dict[str, Any]]], Probe]:
+    """Decorator: turn ``fn(ctx) -> dict`` into a :class:`Probe` (registered by the caller)."""
+
+    def wrap(fn: Callable[[CheckpointContext], dict[str, Any]]) -> Probe:
+        desc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        return _FunctionProbe(fn, name or fn.__name__, needs, desc, applies)
+
+    return wrap
+
+
+def as_probe(obj: Any, where: str) -> Probe:
+    """A Probe from a Probe instance, a Probe subclass, or a plain function."""
+    if isinstance(obj, Probe):
+        p = obj
+    elif isinstance(obj, type) and issubclass(obj, Probe):
+        p = obj()
+    elif callable(obj):
+        p = _FunctionProbe(obj, getattr(obj, "__name__", "probe"), (), "", None)
+    else:
+        raise ProbeError(f"{where} is not a probe (a Probe subclass, a @probe function or a "
+                         f"function of ctx), it is a {type(obj).__name__}")
+    if not p.name or not isinstance(p.name, str) or "." in p.name:
+        raise ProbeError(f"{where}: a probe needs a name without dots, got {p.name!r}")
+    unknown = set(p.needs) - KNOWN_NEEDS
+    if unknown:
+        raise ProbeError(f"probe {p.name!r} ({where}) needs {sorted(unknown)}; mechgrok provides "
+                         f"{sorted(KNOWN_NEEDS)}")
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ProbeOutput:
+    scalars: dict[str, float | int | bool | None] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def check_output(p: Probe, out: Any) -> ProbeOutput:
+    """Split a probe's dict into scalars and arrays; anything else is a clear TypeError."""
+    if not isinstance(out, dict):
+        raise TypeError(f"probe {p.name!r} returned {type(out).__name__}; it must return a dict "
+                        f"of name → number or array")
+    res = ProbeOutput()
+    for k, v in out.items():
+        if not isinstance(k, str) or not k or "." in k:
+            raise TypeError(f"probe {p.name!r} returned a result named {k!r}; names are "
+                            f"non-empty strings without dots")
+        if hasattr(v, "detach"):  # torch tensor
+            v = v.detach().cpu().numpy()
+        if isinstance(v, (bool, np.bool_)):
+            res.scalars[k] = bool(v)
+        elif isinstance(v, (int, np.integer)):
+            res.scalars[k] = int(v)
+        elif isinstance(v, (float, np.floating)):
+            res.scalars[k] = float(v)
+        elif v is None:
+            res.scalars[k] = None
+        elif isinstance(v, np.ndarray):
+            if v.ndim == 0:
+                res.scalars[k] = v.item()
+            elif v.dtype.kind in "biuf":
+                res.arrays[k] = np.ascontiguousarray(v)
+            else:
+                raise TypeError(f"probe {p.name!r}: array {k!r} has dtype {v.dtype}; "
+                                f"only numeric arrays are stored")
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
+            res.arrays[k] = np.asarray(v)
+        else:
+            raise TypeError(f"probe {p.name!r}: result {k!r} is a {type(v).__name__}; "
+                            f"return numbers or numeric arrays")
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Contexts
+# --------------------------------------------------------------------------------------------
+@dataclass
+class AllPairs:
+    """One hooked forward over every valid input of the task (row-major pairs)."""
+
+    tokens: torch.Tensor  # (N, 3)
+    labels: torch.Tensor  # (N,)
+    logits: torch.Tensor  # (N, n) at the read-out position
+    cache: Any  # a TransformerLens ActivationCache of the hooks probes asked for
+    neurons: torch.Tensor  # (N, n_neurons): the model's neuron_hook at the read-out position
+
+
+class RunContext:
+    """What every checkpoint of one run shares: config, data, split, final key frequencies."""
+
+    def __init__(self, run: Run, data: TaskData, final_key_freqs: Callable[[], dict] | None = None):
+        import torch
+
+        self.run = run
+        self.config: RunConfig = run.config
+        self.data = data
+        pairs = torch.from_numpy(data.pairs)
+        self.tokens = torch.cat([pairs, torch.full((len(pairs), 1), data.eq_token)], 1)
+        self.labels = torch.from_numpy(data.labels)
+        self.train_idx = torch.as_tensor(data.train_idx)
+        self.test_idx = torch.as_tensor(data.test_idx)
+        self._final_key_freqs = final_key_freqs
+        self._final_cache: dict | Exception | None = None
+
+    @property
+    def p(self) -> int | None:
+        return self.config.task.p
+
+    @property
+    def op(self) -> str | None:
+        return FOURIER_TASKS.get(self.config.task.name)
+
+    def fourier_reason(self) -> str | None:
+        """None when Fourier analysis over Z_p applies to this run, else why not."""
+        name = self.config.task.name
+        if name in FOURIER_TASKS:
+            return None
+        if name in ("s5", "s5conj", "s5aba"):
+            return (f"Fourier analysis over Z_p does not apply to {name} (a group of "
+                    f"permutations; its natural basis is S5's representations)")
+        if name == "div":
+            return ("Fourier analysis over Z_p does not apply to div directly (its natural basis "
+                    "is over the multiplicative group, via a discrete logarithm)")
+        return (f"Fourier analysis over Z_p applies to add and sub; {name} is not a group "
+                f"operation on Z_p")
+
+    def final_key_frequencies(self) -> dict[str, list[int]]:
+        """Key frequencies found on the final checkpoint, by each rule (computed once)."""
+        if self._final_cache is None:
+            if self._final_key_freqs is None:
+                raise NotApplicable("no final checkpoint to take key frequencies from")
+            try:
+                self._final_cache = self._final_key_freqs()
+            except Exception as e:  # remembered: every checkpoint reports the same cause
+                self._final_cache = e
+        if isinstance(self._final_cache, Exception):
+            raise self._final_cache
+        return self._final_cache
+
+
+class CheckpointContext:
+    """One checkpoint: its model, and the shared all-pairs forward (computed on first use)."""
+
+    def __init__(self, run: RunContext, checkpoint: CheckpointInfo, model: HookedModel,
+                 hooks: Iterable[str] | None = None):
+        self.run = run
+        self.checkpoint = checkpoint
+        self.epoch = checkpoint.epoch
+        self.model = model
+        self._hooks = set(hooks or ())
+        self._all_pairs: AllPairs | None = None
+
+    @property
+    def config(self) -> RunConfig:
+        return self.run.config
+
+    def all_pairs(self) -> AllPairs:
+        if self._all_pairs is None:
+            import torch
+
+            names = {self.model.neuron_hook, *self._hooks}
+            with torch.no_grad():
+                out, cache = self.model.run_with_cache(
+                    self.run.tokens, names_filter=lambda n: n in names)
+            logits = out[:, -1] if out.ndim == 3 else out
+            self._all_pairs = AllPairs(self.run.tokens, self.run.labels, logits, cache,
+                                       self.model.neurons(cache))
+        return self._all_pairs

@@ -1,0 +1,177 @@
+"""Built-in progress measures (Nanda et al.), as thin probes over the pure functions of
+:mod:`mechgrok.probes.fourier`. Every one works for the transformer and the MLP: they read the
+model through ``token_embedding()``, ``neurons(cache)`` and ``neuron_logit_map()``.
+
+Conventions: key frequencies for restricted/excluded loss are those found on the **final**
+checkpoint by the neuron-cluster rule (as the paper does); if that rule finds none, the
+embedding rule's are used and the table says so (``restricted.keys_from_neuron_rule``). The per-checkpoint
+view of the key frequencies is the ``key_freqs`` probe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from mechgrok.probes import fourier as F
+from mechgrok.probes.base import CheckpointContext, NotApplicable, RunContext, probe
+
+RULES = ("neurons", "embedding", "logit_map")
+
+
+def _grid_neurons(ctx: CheckpointContext) -> torch.Tensor:
+    p = ctx.run.p
+    acts = ctx.all_pairs().neurons  # (p², N), row-major (x, y)
+    return acts.reshape(p, p, -1)
+
+
+def key_frequencies(model: Any, neurons_grid: torch.Tensor, p: int) -> dict[str, Any]:
+    """Key frequencies by the three rules, and the neuron clusters (one checkpoint)."""
+    fractions = F.neuron_frequency_fractions(neurons_grid)
+    clusters = F.neuron_clusters(fractions)
+    n_neurons = neurons_grid.shape[-1]
+    with torch.no_grad():
+        emb_norms = F.frequency_norms(model.token_embedding().detach())
+        wl_norms = F.logit_map_frequency_norms(model.neuron_logit_map().detach())
+    return {
+        "neurons": F.key_frequencies_from_clusters(clusters, n_neurons),
+        "embedding": F.key_frequencies_from_norms(emb_norms),
+        "logit_map": F.key_frequencies_from_norms(wl_norms),
+        "clusters": clusters,
+        "fractions": fractions,
+        "n_neurons": n_neurons,
+        "emb_norms": emb_norms,
+        "wl_norms": wl_norms,
+    }
+
+
+def _multi_hot(freqs: list[int], K: int) -> np.ndarray:
+    out = np.zeros(K, dtype=np.int8)
+    for k in freqs:
+        out[k - 1] = 1
+    return out
+
+
+@probe("weights", description="sum of squared weights: total and per parameter tensor")
+def weights(ctx: CheckpointContext) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    total = 0.0
+    with torch.no_grad():
+        for name, p in ctx.model.named_parameters():
+            v = float((p.double() ** 2).sum())
+            out[name.replace(".", "/")] = v
+            total += v
+    return {"total": total, **out}
+
+
+@probe("loss", needs=("all_pairs",),
+       description="loss and accuracy of the checkpoint on the train and test split (all pairs, "
+                   "float64 loss)")
+def loss(ctx: CheckpointContext) -> dict[str, Any]:
+    ap = ctx.all_pairs()
+    logits = ap.logits.double()
+    out = {}
+    for split, idx in (("train", ctx.run.train_idx), ("test", ctx.run.test_idx)):
+        lg, y = logits[idx], ap.labels[idx]
+        out[f"{split}_loss"] = float(torch.nn.functional.cross_entropy(lg, y))
+        out[f"{split}_acc"] = float((lg.argmax(-1) == y).double().mean())
+    return out
+
+
+@probe("fourier_embed", needs=("fourier",),
+       description="Fourier norms of the embedding per frequency (Z_p basis: const, cos k, sin k)")
+def fourier_embed(ctx: CheckpointContext) -> dict[str, Any]:
+    with torch.no_grad():
+        W = ctx.model.token_embedding().detach()
+    rows = F.fourier_norms(W)
+    freqs = F.frequency_norms(W)
+    return {"top_freq": int(freqs.argmax()) + 1, "const_norm": float(rows[0]),
+            "row_norms": rows, "freq_norms": freqs}
+
+
+@probe("key_freqs", needs=("fourier", "all_pairs"),
+       description="key frequencies at this checkpoint by three rules (neuron clusters ≥ 0.85, "
+                   "embedding norms > max/4, neuron-logit map W_L) and the neuron clusters")
+def key_freqs(ctx: CheckpointContext) -> dict[str, Any]:
+    p = ctx.run.p
+    kf = key_frequencies(ctx.model, _grid_neurons(ctx), p)
+    K = F.n_frequencies(p)
+    sizes = np.zeros(K, dtype=np.int64)
+    for k, members in kf["clusters"].items():
+        sizes[k - 1] = len(members)
+    frac = kf["fractions"]  # (N, K+1)
+    assigned = np.full(kf["n_neurons"], 0, dtype=np.int64)  # 0: no cluster
+    for k, members in kf["clusters"].items():
+        assigned[members] = k
+    return {
+        "n_neurons_rule": len(kf["neurons"]), "n_embedding_rule": len(kf["embedding"]),
+        "n_logit_map_rule": len(kf["logit_map"]),
+        "frac_clustered": float((assigned > 0).mean()),
+        "neurons_rule": _multi_hot(kf["neurons"], K), "embedding_rule": _multi_hot(kf["embedding"], K),
+        "logit_map_rule": _multi_hot(kf["logit_map"], K),
+        "cluster_sizes": sizes, "neuron_cluster": assigned,
+        "neuron_best_fraction": frac[:, 1:].max(dim=1).values,
+        "logit_map_freq_norms": kf["wl_norms"],
+    }
+
+
+def _final_keys(ctx: CheckpointContext) -> tuple[list[int], str]:
+    final = ctx.run.final_key_frequencies()
+    if final["neurons"]:
+        return final["neurons"], "neurons"
+    if final["embedding"]:
+        return final["embedding"], "embedding"
+    raise NotApplicable("no key frequencies were found on the final checkpoint (the run has "
+                        "not formed a Fourier circuit)")
+
+
+@probe("restricted", needs=("fourier", "key_freqs", "all_pairs"),
+       description="restricted loss (logits projected on the final key frequencies, all pairs) "
+                   "and excluded loss (those directions removed, train pairs), also per frequency")
+def restricted(ctx: CheckpointContext) -> dict[str, Any]:
+    keys, rule = _final_keys(ctx)
+    ap = ctx.all_pairs()
+    p, op = ctx.run.p, ctx.run.op
+    logits = ap.logits.double()
+    full = float(torch.nn.functional.cross_entropy(logits, ap.labels))
+    per = F.excluded_loss_per_frequency(logits, ap.labels, keys, p, op, ctx.run.train_idx)
+    K = F.n_frequencies(p)
+    per_arr = np.full(K, np.nan)
+    for k, v in per.items():
+        per_arr[k - 1] = v
+    return {
+        "restricted_loss": F.restricted_loss(logits, ap.labels, keys, p, op),
+        "excluded_loss": F.excluded_loss(logits, ap.labels, keys, p, op, ctx.run.train_idx),
+        "full_loss": full,
+        "n_keys": len(keys),
+        "keys_from_neuron_rule": rule == "neurons",
+        "excluded_loss_per_freq": per_arr,
+    }
+
+
+@probe("gini", needs=("fourier",),
+       description="Gini coefficients (Hurley & Rickard) of the per-frequency Fourier norms of "
+                   "W_E and of W_L")
+def gini(ctx: CheckpointContext) -> dict[str, Any]:
+    with torch.no_grad():
+        e = F.frequency_norms(ctx.model.token_embedding().detach())
+        w = F.logit_map_frequency_norms(ctx.model.neuron_logit_map().detach())
+    return {"embedding": F.gini(e), "logit_map": F.gini(w)}
+
+
+def final_key_frequency_finder(run_ctx: RunContext, final_model: Any) -> dict[str, list[int]]:
+    """The function the analysis hands to RunContext: key frequencies of the final checkpoint."""
+    if run_ctx.fourier_reason() is not None:
+        raise NotApplicable(run_ctx.fourier_reason())
+    p = run_ctx.p
+    with torch.no_grad():
+        _, cache = final_model.run_with_cache(
+            run_ctx.tokens, names_filter=lambda n: n == final_model.neuron_hook)
+    grid = final_model.neurons(cache).reshape(p, p, -1)
+    kf = key_frequencies(final_model, grid, p)
+    return {r: kf[r] for r in RULES}
+
+
+BUILTIN_PROBES = [weights, loss, fourier_embed, key_freqs, restricted, gini]
