@@ -351,3 +351,21 @@ def test_gini_scale_and_order_invariant() -> None:
     assert 0.0 < g < 1 - 1 / 20
     assert F.gini(7.0 * c) == pytest.approx(g)
     assert F.gini(c[torch.randperm(20)]) == pytest.approx(g)
+
+
+@pytest.mark.parametrize(("p", "op", "keys"), [(23, "add", [3, 7]), (12, "sub", [2, 6]),
+                                               (13, "add", [1])])
+def test_restricted_and_excluded_equals_the_definitions(p: int, op: str, keys: list[int]) -> None:
+    """The analysis's one-pass version equals the three definitional functions."""
+
+    g = torch.Generator().manual_seed(p)
+    logits = torch.randn(p * p, p, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, p, (p * p,), generator=g)
+    train = torch.randperm(p * p, generator=g)[: p * p // 3]
+    got = F.restricted_and_excluded(logits, labels, keys, p, op, train)
+    assert got["restricted_loss"] == pytest.approx(F.restricted_loss(logits, labels, keys, p, op),
+                                                   rel=1e-12)
+    assert got["excluded_loss"] == pytest.approx(
+        F.excluded_loss(logits, labels, keys, p, op, train), rel=1e-12)
+    want = F.excluded_loss_per_frequency(logits, labels, keys, p, op, train)
+    assert got["excluded_loss_per_frequency"] == pytest.approx(want, rel=1e-12)

@@ -136,14 +136,14 @@ def restricted(ctx: CheckpointContext) -> dict[str, Any]:
     p, op = ctx.run.p, ctx.run.op
     logits = ap.logits.double()
     full = float(torch.nn.functional.cross_entropy(logits, ap.labels))
-    per = F.excluded_loss_per_frequency(logits, ap.labels, keys, p, op, ctx.run.train_idx)
+    r = F.restricted_and_excluded(logits, ap.labels, keys, p, op, ctx.run.train_idx)
     K = F.n_frequencies(p)
     per_arr = np.full(K, np.nan)
-    for k, v in per.items():
+    for k, v in r["excluded_loss_per_frequency"].items():
         per_arr[k - 1] = v
     return {
-        "restricted_loss": F.restricted_loss(logits, ap.labels, keys, p, op),
-        "excluded_loss": F.excluded_loss(logits, ap.labels, keys, p, op, ctx.run.train_idx),
+        "restricted_loss": r["restricted_loss"],
+        "excluded_loss": r["excluded_loss"],
         "full_loss": full,
         "n_keys": len(keys),
         "keys_from_neuron_rule": rule == "neurons",

@@ -31,7 +31,9 @@ Conventions (the literature disagrees on some of these; these are mechgrok's):
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -319,6 +321,41 @@ def excluded_loss_per_frequency(logits: Tensor, labels: Tensor, key_freqs: list[
                                 train_idx: Tensor | None = None) -> dict[int, float]:
     """k → ``excluded_loss`` with only frequency k removed, for each k in ``key_freqs``."""
     return {int(k): excluded_loss(logits, labels, [k], p, op, train_idx) for k in key_freqs}
+
+
+def restricted_and_excluded(logits: Tensor, labels: Tensor, key_freqs: list[int], p: int,
+                            op: str = "add", train_idx: Tensor | None = None) -> dict[str, Any]:
+    """``restricted_loss``, ``excluded_loss`` and ``excluded_loss_per_frequency`` in one pass.
+
+    The same definitions, computed the fast way for the analysis of many checkpoints: the
+    coefficients ``Qᵀ L`` over the key directions are computed once, and for the excluded losses
+    only the train rows are reconstructed (``L[train] − Q[train] Qᵀ L``), per frequency from that
+    frequency's two columns. ``tests/test_fourier.py`` holds it equal to the three functions.
+    """
+    _check_grid(logits, labels, p)
+    L = _f64(logits)  # (p², C)
+    labels = labels.to("cpu")
+    Q = _cached_directions(p, tuple(int(k) for k in key_freqs), op)  # (p², 1 + m): const first
+    coef = Q.T @ L  # (1 + m, C)
+    kept = Q @ coef
+    restricted = _cross_entropy(kept + (L - kept).mean(dim=0, keepdim=True), labels)
+    idx = torch.arange(p * p) if train_idx is None else torch.as_tensor(train_idx).to("cpu")
+    L_tr, Q_tr, y_tr = L[idx], Q[idx], labels[idx]
+    excluded = _cross_entropy(L_tr - Q_tr[:, 1:] @ coef[1:], y_tr)
+    per: dict[int, float] = {}
+    col = 1
+    for k in key_freqs:
+        width = 1 if 2 * int(k) == p else 2  # sin(π s) is dropped at k = p/2
+        sl = slice(col, col + width)
+        per[int(k)] = _cross_entropy(L_tr - Q_tr[:, sl] @ coef[sl], y_tr)
+        col += width
+    return {"restricted_loss": restricted, "excluded_loss": excluded,
+            "excluded_loss_per_frequency": per}
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_directions(p: int, key_freqs: tuple[int, ...], op: str) -> Tensor:
+    return sum_direction_basis(p, list(key_freqs), op, include_constant=True)
 
 
 # --- sparsity ------------------------------------------------------------------------------

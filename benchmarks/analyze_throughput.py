@@ -1,0 +1,131 @@
+"""Analysis throughput: ``mechgrok analyze`` with every built-in probe on a nanda-shaped run.
+
+Target (issue: probes): ≤ 90 s for 250 checkpoints on a 2-core CPU, each checkpoint's all-pairs
+forward computed once and shared by the probes that need it.
+
+By default it trains a short run with the ``nanda`` preset's shapes (add mod 113, 30 %, one-layer
+transformer d_model 128, d_mlp 512), ``--epochs`` epochs with a checkpoint every
+``--checkpoint-every`` epochs (default 500 × 2 → 251 checkpoints), unless ``--run DIR`` names an
+existing run. Then it times, in this one process:
+
+* ``analyze`` with all built-in probes from scratch (``force=True``), end to end: checkpoint
+  loading with SHA-256 checks, the final checkpoint's key frequencies, every probe, the writes;
+* the same per probe alone (``--per-probe``, on by default; each with ``force=True``), so the
+  shared forward's cost shows up in every probe that needs it — the difference between the sum
+  of these and the all-probes time is what sharing saves;
+* a re-run with nothing to do (the incremental path).
+
+Reported: seconds, seconds per checkpoint, the projection to 250 checkpoints, and the number of
+all-pairs forwards actually run (counted by wrapping ``CheckpointContext.all_pairs``'s compute).
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mechgrok.analysis import analyze
+from mechgrok.config import resolve_config
+from mechgrok.probes import registry
+from mechgrok.probes.base import CheckpointContext
+from mechgrok.store import Run
+from mechgrok.training import train
+
+
+def count_forwards() -> dict[str, int]:
+    """Count the all-pairs forwards the analysis really runs."""
+    counter = {"n": 0}
+    original = CheckpointContext.all_pairs
+
+    def counted(self: CheckpointContext):
+        if self._all_pairs is None:
+            counter["n"] += 1
+        return original(self)
+
+    CheckpointContext.all_pairs = counted  # type: ignore[method-assign]
+    return counter
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", help="an existing run directory to analyse (default: train one)")
+    ap.add_argument("--epochs", type=int, default=500)
+    ap.add_argument("--checkpoint-every", type=int, default=2)
+    ap.add_argument("--no-per-probe", dest="per_probe", action="store_false")
+    args = ap.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="mechgrok-analyze-bench-"))
+    try:
+        if args.run:
+            run_path = tmp / "run"
+            shutil.copytree(args.run, run_path, ignore=shutil.ignore_patterns("analysis"))
+            train_s = None
+        else:
+            cfg = resolve_config("nanda", overrides={
+                "train.epochs": args.epochs, "train.checkpoint_every": args.checkpoint_every,
+                "train.dense_until": 0, "train.eval_every": args.checkpoint_every})
+            run_path = tmp / "run"
+            t = time.perf_counter()
+            train(cfg, run_path, progress=False)
+            train_s = time.perf_counter() - t
+        run = Run(run_path)
+        n_ck = len(run.checkpoints())
+        print(f"run: {run.config.task.name} p={run.config.task.p}, {n_ck} checkpoints"
+              + (f" (trained in {train_s:.1f} s)" if train_s else ""))
+        counter = count_forwards()
+        load0 = os.getloadavg()[0]
+        cpu0 = time.process_time()
+        t = time.perf_counter()
+        res = analyze(run, force=True, progress=False)
+        all_s = time.perf_counter() - t
+        cpu_util = (time.process_time() - cpu0) / (all_s * torch.get_num_threads())
+        forwards = counter["n"]
+        assert not res.errors, res.errors
+        print(f"analyze, all {len(res.probes)} built-in probes: {all_s:.1f} s "
+              f"({all_s / n_ck * 1000:.0f} ms per checkpoint), {forwards} all-pairs forwards for "
+              f"{n_ck} checkpoints")
+        t = time.perf_counter()
+        again = analyze(run, progress=False)
+        rerun_s = time.perf_counter() - t
+        print(f"re-run with nothing to compute: {rerun_s:.2f} s ({again.computed} computed)")
+        per_probe: dict[str, float] = {}
+        if args.per_probe:
+            for name in registry():
+                t = time.perf_counter()
+                analyze(run, [name], force=True, progress=False)
+                per_probe[name] = time.perf_counter() - t
+                print(f"  {name:<14} alone: {per_probe[name]:.1f} s")
+        projected = all_s / n_ck * 250
+        out: dict[str, Any] = {
+            "benchmark": "analyze_throughput", "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "checkpoints": n_ck,
+            "p": run.config.task.p, "d_mlp": getattr(run.config.model, "d_mlp", None),
+            "probes": res.probes, "seconds_all_probes": all_s,
+            "ms_per_checkpoint": all_s / n_ck * 1000, "projected_seconds_250": projected,
+            "all_pairs_forwards": forwards, "rerun_seconds": rerun_s,
+            "per_probe_seconds": per_probe,
+            "sum_of_per_probe_seconds": sum(per_probe.values()) if per_probe else None,
+            "train_seconds": train_s, "cpu_utilisation": cpu_util, "load_average_start": load0,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "target_seconds_250": 90.0, "met": projected <= 90.0,
+        }
+        print(f"projected for 250 checkpoints: {projected:.1f} s (target ≤ 90 s): "
+              f"{'met' if out['met'] else 'NOT met'}")
+        print(json.dumps(out))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
