@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/mechgrok train --preset quick --overwrite
+	$(BIN)/mechgrok train --preset quick --name quick --overwrite
+	$(BIN)/mechgrok analyze quick
 
 lint: setup
 	$(BIN)/ruff check mechgrok tests benchmarks
@@ -29,6 +30,7 @@ test: setup lint
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/time_to_grok.py --preset quick
+	$(BIN)/python benchmarks/analyze_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

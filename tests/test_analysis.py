@@ -272,3 +272,28 @@ def test_mlp_runs_are_analysed(tmp_path: Path) -> None:
     assert not res.errors
     rows = measures_table(path)
     assert rows[-1]["key_freqs.status"] == "ok" and rows[-1]["weights.total"] > 0
+
+
+def test_killed_analysis_keeps_what_it_computed(run_copy: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mechgrok", "analyze", str(run_copy), "--probe", "weights",
+         "--probe", "tests.fixtures.user_probes:slow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    f = run_copy / "analysis" / "measures.jsonl"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120:
+        if f.is_file() and f.read_text().count("\n") >= 6:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    done = {k for k, r in load_records(run_copy).items() if r["status"] == "ok"}
+    assert 6 <= len(done) < 2 * len(Run(run_copy).checkpoints())
+    res = analyze(run_copy, ["weights", "tests.fixtures.user_probes:slow"], progress=False)
+    assert res.reused == len(done)  # nothing already computed is computed again
+    assert res.computed == 2 * len(Run(run_copy).checkpoints()) - len(done)
