@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import sys
 import time
@@ -219,8 +220,13 @@ def _write_arrays(run_path: Path, epoch: int, arrays: dict[str, Any]) -> None:
 
 def analyze(run: Run | str | Path, probes: Sequence[str | Probe] | None = None, *,
             force: bool = False, progress: bool | None = None,
-            on_checkpoint: Callable[[CheckpointInfo], None] | None = None) -> AnalysisResult:
-    """Run probes over every checkpoint of a run; store what was missing; update the summary."""
+            on_checkpoint: Callable[[CheckpointInfo], None] | None = None,
+            verdict_rules: Any = None) -> AnalysisResult:
+    """Run probes over every checkpoint of a run; store what was missing; update the summary.
+
+    ``verdict_rules`` (a :class:`~mechgrok.probes.clockpizza.VerdictRules`) sets the clock/pizza
+    thresholds the summary applies to the stored raw numbers (default: its documented defaults).
+    """
     t0 = time.perf_counter()
     run = run if isinstance(run, Run) else Run(run)
     selected = resolve_probes(probes)
@@ -231,14 +237,16 @@ def analyze(run: Run | str | Path, probes: Sequence[str | Probe] | None = None, 
     folder = run.path / ANALYSIS_DIR
     lock = _Lock(folder)
     try:
-        return _analyze(run, checkpoints, selected, folder, force, progress, on_checkpoint, t0)
+        return _analyze(run, checkpoints, selected, folder, force, progress, on_checkpoint, t0,
+                        verdict_rules)
     finally:
         lock.close()
 
 
 def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe], folder: Path,
              force: bool, progress: bool | None,
-             on_checkpoint: Callable[[CheckpointInfo], None] | None, t0: float) -> AnalysisResult:
+             on_checkpoint: Callable[[CheckpointInfo], None] | None, t0: float,
+             verdict_rules: Any = None) -> AnalysisResult:
     import torch
 
     from mechgrok.models import build_model
@@ -326,13 +334,15 @@ def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe],
     finally:
         if bar is not None:
             bar.close()
-    res.summary = _summarise(run, run_ctx, records, res)
+    res.summary = _summarise(run, run_ctx, records, res, verdict_rules)
     atomic_write_json(folder / SUMMARY_FILE, res.summary)
     res.seconds = time.perf_counter() - t0
     return res
 
 
-def _summarise(run: Run, run_ctx: RunContext, records: dict, res: AnalysisResult) -> dict[str, Any]:
+def _summarise(run: Run, run_ctx: RunContext, records: dict, res: AnalysisResult,
+               verdict_rules: Any = None) -> dict[str, Any]:
+    from mechgrok.probes.clockpizza import VerdictRules
     from mechgrok.probes.phases import detect_phases, liu_label
 
     summary: dict[str, Any] = {"kind": "mechgrok.analysis_summary", "schema_version": 1,
@@ -357,6 +367,24 @@ def _summarise(run: Run, run_ctx: RunContext, records: dict, res: AnalysisResult
         summary["phases"] = phases
         summary["liu_label"] = label
         summary["liu_figures"] = figures
+    cp = sorted((e, r["values"]) for (e, name), r in records.items()
+                if name == "clock_pizza" and r["status"] == "ok")
+    if cp:
+        rules = verdict_rules or VerdictRules()
+        series = {}
+        for e, v in cp:
+            raw = (v.get("gradient_symmetricity"), v.get("distance_irrelevance"), v.get("circularity"))
+            ok = all(x is not None and math.isfinite(x) for x in raw)
+            series[str(e)] = rules.classify(*raw) if ok else None
+        e, v = cp[-1]
+        summary["clock_pizza"] = {
+            "epoch": e, "verdict": series[str(e)],
+            "gradient_symmetricity": v.get("gradient_symmetricity"),
+            "distance_irrelevance": v.get("distance_irrelevance"),
+            "circularity": v.get("circularity"),
+            "rules": {k: getattr(rules, k) for k in ("pizza_gs", "pizza_di", "clock_di", "circ_min")},
+            "verdicts": series,
+        }
     summary["not_applicable"] = res.not_applicable
     status: dict[str, dict[str, int]] = {}
     for (_, name), r in records.items():

@@ -205,6 +205,14 @@ def print_analysis(res: Any) -> None:
               f"Liu et al. label: {s.get('liu_label')}")
         for note in ph.get("notes", []):
             print(f"  note: {note}")
+    cp = s.get("clock_pizza")
+    if cp:
+        def num(k: str) -> str:
+            return "nan" if cp.get(k) is None else f"{cp[k]:.3f}"
+
+        print(f"clock or pizza at epoch {cp['epoch']}: {cp['verdict']} (gradient symmetricity "
+              f"{num('gradient_symmetricity')}, distance irrelevance "
+              f"{num('distance_irrelevance')}, circularity {num('circularity')})")
     reasons: dict[str, list[str]] = {}
     for name, why in res.not_applicable.items():
         reasons.setdefault(why, []).append(name)
@@ -228,8 +236,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     run = Run(resolve_run_path(args.run, args.out_dir))  # validate before torch loads
     from mechgrok.analysis import analyze
+    from mechgrok.probes.clockpizza import VerdictRules
 
-    res = analyze(run, args.probe or None, force=args.force, progress=args.progress)
+    rules = VerdictRules(**{k: getattr(args, k) for k in ("pizza_gs", "pizza_di", "clock_di",
+                                                          "circ_min")
+                            if getattr(args, k) is not None})
+    res = analyze(run, args.probe or None, force=args.force, progress=args.progress,
+                  verdict_rules=rules)
     print_analysis(res)
     return 1 if res.errors else 0
 
@@ -299,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--probe", action="append", metavar="NAME|module:Name",
                    help="run only these probes (repeatable); module:Name runs your own")
     s.add_argument("--force", action="store_true", help="recompute what is already there")
+    s.add_argument("--pizza-gs", type=float, metavar="X",
+                   help="clock/pizza verdict: pizza needs gradient symmetricity > X (0.98)")
+    s.add_argument("--pizza-di", type=float, metavar="X",
+                   help="… and distance irrelevance < X (0.5)")
+    s.add_argument("--clock-di", type=float, metavar="X",
+                   help="clock needs distance irrelevance > X (0.8)")
+    s.add_argument("--circ-min", type=float, metavar="X",
+                   help="below this circularity the verdict is non-circular (0.5)")
     s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS, help="where run ids are looked up")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None)

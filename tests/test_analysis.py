@@ -28,7 +28,7 @@ from mechgrok.store import Run
 from mechgrok.training import train
 from tests.conftest import assert_one_line_error, run_cli, tiny_config, tiny_mlp_config
 
-BUILTINS = ["weights", "loss", "fourier_embed", "key_freqs", "restricted", "gini"]
+BUILTINS = ["weights", "loss", "fourier_embed", "key_freqs", "restricted", "gini", "clock_pizza"]
 # add mod 23 that groks in a few hundred epochs (see test_training.test_stop_after_grok)
 GROKS = {"task.p": 23, "task.frac_train": 0.8, "train.lr": 1e-2, "model.d_model": 32,
          "model.d_mlp": 64, "train.epochs": 700, "train.checkpoint_every": 50,
@@ -141,7 +141,7 @@ def test_not_applicable_is_said(tmp_path: Path) -> None:
     train(tiny_config(**{"task.name": "quad1", "train.epochs": 10}), path, progress=False)
     r = run_cli("analyze", str(path))
     assert r.returncode == 0, r.stderr
-    assert "n/a: fourier_embed, key_freqs, restricted, gini: Fourier analysis over Z_p applies " \
+    assert "n/a: fourier_embed, key_freqs, restricted, gini, clock_pizza: Fourier analysis over Z_p applies " \
            "to add and sub" in r.stdout
     rows = measures_table(path)
     assert all(row["gini.status"] == "n/a" and "gini.embedding" not in row for row in rows)

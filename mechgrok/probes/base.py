@@ -32,7 +32,8 @@ built-in.
 * ``"key_freqs"``: the key frequencies found on the run's final checkpoint
   (``ctx.run.final_key_frequencies()``);
 * ``"fourier"``: the task is ``add`` or ``sub`` mod p, where Fourier analysis over Z_p applies
-  (other tasks get "n/a" with the reason).
+  (other tasks get "n/a" with the reason);
+* ``"grad"``: the probe runs with autograd enabled (others run under ``torch.no_grad()``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mechgrok.store import CheckpointInfo, Run
     from mechgrok.tasks import TaskData
 
-KNOWN_NEEDS = frozenset({"all_pairs", "key_freqs", "fourier"})
+KNOWN_NEEDS = frozenset({"all_pairs", "key_freqs", "fourier", "grad"})
 FOURIER_TASKS = {"add": "add", "sub": "sub"}
 
 

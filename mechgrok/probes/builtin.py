@@ -174,4 +174,10 @@ def final_key_frequency_finder(run_ctx: RunContext, final_model: Any) -> dict[st
     return {r: kf[r] for r in RULES}
 
 
-BUILTIN_PROBES = [weights, loss, fourier_embed, key_freqs, restricted, gini]
+def _all_builtins() -> list:
+    from mechgrok.probes.clockpizza import CLOCKPIZZA_PROBES
+
+    return [weights, loss, fourier_embed, key_freqs, restricted, gini, *CLOCKPIZZA_PROBES]
+
+
+BUILTIN_PROBES = _all_builtins()
