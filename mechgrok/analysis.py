@@ -221,34 +221,105 @@ def _write_arrays(run_path: Path, epoch: int, arrays: dict[str, Any]) -> None:
 def analyze(run: Run | str | Path, probes: Sequence[str | Probe] | None = None, *,
             force: bool = False, progress: bool | None = None,
             on_checkpoint: Callable[[CheckpointInfo], None] | None = None,
-            verdict_rules: Any = None) -> AnalysisResult:
+            verdict_rules: Any = None, workers: int | None = None) -> AnalysisResult:
     """Run probes over every checkpoint of a run; store what was missing; update the summary.
 
     ``verdict_rules`` (a :class:`~mechgrok.probes.clockpizza.VerdictRules`) sets the clock/pizza
     thresholds the summary applies to the stored raw numbers (default: its documented defaults).
+    ``workers``: processes computing checkpoints in parallel (default: 2 when the machine has 2+
+    cores and at least ``PARALLEL_MIN_CHECKPOINTS`` checkpoints need work, else 1). Probes given
+    as objects rather than names or ``module:Name`` specs always run in this process.
     """
     t0 = time.perf_counter()
     run = run if isinstance(run, Run) else Run(run)
     selected = resolve_probes(probes)
+    specs = _specs(probes, selected)
     checkpoints = run.checkpoints()
     if not checkpoints:
         raise RunDirError(f"run {run.path} has no checkpoints to analyse (train it first, or "
                           f"wait for its first checkpoint)")
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise MechgrokError(f"workers must be a positive number of processes, got {workers!r}")
     folder = run.path / ANALYSIS_DIR
     lock = _Lock(folder)
     try:
-        return _analyze(run, checkpoints, selected, folder, force, progress, on_checkpoint, t0,
-                        verdict_rules)
+        return _analyze(run, checkpoints, selected, specs, folder, force, progress,
+                        on_checkpoint, t0, verdict_rules, workers)
     finally:
         lock.close()
 
 
-def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe], folder: Path,
-             force: bool, progress: bool | None,
-             on_checkpoint: Callable[[CheckpointInfo], None] | None, t0: float,
-             verdict_rules: Any = None) -> AnalysisResult:
+PARALLEL_MIN_CHECKPOINTS = 24
+
+
+def _specs(given: Sequence[str | Probe] | None, selected: list[Probe]) -> list[str] | None:
+    """How a worker process can load the same probes (None: they are objects, run serially)."""
+    if not given:
+        return [p.name for p in selected]
+    if all(isinstance(g, str) for g in given):
+        return list(given)  # type: ignore[arg-type]
+    return None
+
+
+def compute_checkpoint(run: Run, run_ctx: RunContext, model: Any, ck: CheckpointInfo,
+                       probes: list[Probe]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every probe in ``probes`` on one checkpoint: (records, arrays). Never raises for a probe's
+    failure or a bad checkpoint: those become ``error`` records naming them."""
     import torch
 
+    base = {"epoch": ck.epoch, "step": ck.step}
+    try:
+        model.load_state_dict(run.load_state(ck))
+    except CheckpointError as e:
+        return [{**base, "probe": p.name, "status": "error", "error": str(e)} for p in probes], {}
+    ctx = CheckpointContext(run_ctx, ck, model)
+    records: list[dict[str, Any]] = []
+    arrays: dict[str, Any] = {}
+    for p in probes:
+        rec: dict[str, Any] = {**base, "probe": p.name}
+        try:
+            with torch.no_grad() if "grad" not in p.needs else contextlib.nullcontext():
+                out = check_output(p, p.compute(ctx))
+            rec.update(status="ok", values=out.scalars, arrays=sorted(out.arrays))
+            arrays.update({f"{p.name}.{k}": v for k, v in out.arrays.items()})
+        except NotApplicable as e:
+            rec.update(status="n/a", reason=str(e))
+        except MechgrokError as e:
+            rec.update(status="error", error=str(e))
+        except Exception as e:  # a probe's bug must not stop the others
+            rec.update(status="error", error=f"{type(e).__name__}: {e}")
+        records.append(rec)
+    return records, arrays
+
+
+# -- worker processes (spawned: each imports mechgrok afresh, one torch thread) ---------------
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(run_path: str, specs: list[str], threads: int) -> None:
+    import torch
+
+    from mechgrok.models import build_model
+
+    torch.set_num_threads(threads)
+    run = Run(run_path)
+    _WORKER.update(run=run, ctx=_run_context(run), model=build_model(run.config).eval(),
+                   probes={p.name: p for p in resolve_probes(specs)})
+
+
+def _worker_task(item: tuple[int, list[str]]) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+    epoch, names = item
+    run = _WORKER["run"]
+    ck = run.checkpoint(epoch)
+    probes = [_WORKER["probes"][n] for n in names]
+    records, arrays = compute_checkpoint(run, _WORKER["ctx"], _WORKER["model"], ck, probes)
+    return epoch, records, arrays
+
+
+def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe],
+             specs: list[str] | None, folder: Path, force: bool, progress: bool | None,
+             on_checkpoint: Callable[[CheckpointInfo], None] | None, t0: float,
+             verdict_rules: Any, workers: int | None) -> AnalysisResult:
     from mechgrok.models import build_model
 
     mpath = folder / MEASURES_FILE
@@ -256,12 +327,11 @@ def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe],
     atomic_write_bytes(mpath, "".join(json.dumps(r) + "\n" for r in records.values()).encode())
     run_ctx = _run_context(run)
     res = AnalysisResult(run, [p.name for p in selected], len(checkpoints))
-    applicable = []
+    applicable: list[Probe] = []
     for p in selected:
         try:
             reason = p.applies(run_ctx)
         except Exception as e:  # a user's applies() that raises is that probe's failure
-            reason = None
             res.errors.append({"probe": p.name, "epoch": None,
                                "error": f"applies() raised {type(e).__name__}: {e}"})
             continue
@@ -276,61 +346,84 @@ def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe],
 
     # the final checkpoint first: the key frequencies every other checkpoint reuses come from it
     order = [checkpoints[-1], *checkpoints[:-1]]
-    model = build_model(run.config).eval()
+    by_epoch = {ck.epoch: ck for ck in order}
+    na_records: dict[int, list[dict[str, Any]]] = {}
+    work: list[tuple[int, list[str]]] = []
+    for ck in order:
+        todo = [p for p in selected if not done(ck.epoch, p.name)]
+        res.reused += len(selected) - len(todo)
+        na_records[ck.epoch] = [
+            {"epoch": ck.epoch, "step": ck.step, "probe": p.name, "status": "n/a",
+             "reason": res.not_applicable[p.name]} for p in todo if p.name in res.not_applicable]
+        names = [p.name for p in todo if p in applicable]
+        if names:
+            work.append((ck.epoch, names))
+
+    n_workers = workers
+    if n_workers is None:
+        n_workers = 2 if (os.cpu_count() or 1) >= 2 and len(work) >= PARALLEL_MIN_CHECKPOINTS else 1
+    if specs is None:
+        n_workers = 1
+    by_name = {p.name: p for p in applicable}
+
+    def results():
+        """(epoch, records, arrays) for every checkpoint, in ``order``."""
+        pending = {e for e, _ in work}
+        if n_workers > 1 and len(work) > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures.process import BrokenProcessPool
+
+            import torch
+
+            threads = max(1, torch.get_num_threads() // n_workers)
+            try:
+                with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_worker_init,
+                                         initargs=(str(run.path), specs, threads)) as ex:
+                    # the final checkpoint alone first, then the rest (its key frequencies are
+                    # computed once per worker from the final checkpoint regardless)
+                    for epoch, recs, arrays in ex.map(_worker_task, work, chunksize=1):
+                        pending.discard(epoch)
+                        yield epoch, recs, arrays
+            except BrokenProcessPool:  # a worker died (out of memory, a crash in a probe)
+                pass
+        model = build_model(run.config).eval()
+        for epoch, names in work:
+            if epoch in pending:
+                recs, arrays = compute_checkpoint(run, run_ctx, model, by_epoch[epoch],
+                                                  [by_name[n] for n in names])
+                yield epoch, recs, arrays
+
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
     if show:
         from tqdm import tqdm
 
         bar = tqdm(total=len(order), unit="ckpt", desc=f"analyse {run.id}"[:40], file=sys.stderr)
+    written: set[int] = set()
+
+    def store(epoch: int, recs: list[dict[str, Any]], arrays: dict[str, Any]) -> None:
+        new = na_records.get(epoch, []) + recs
+        _write_arrays(run.path, epoch, arrays)
+        _append(mpath, new)
+        for r in new:
+            records[(r["epoch"], r["probe"])] = r
+            if r["status"] == "error":
+                res.errors.append({"probe": r["probe"], "epoch": epoch, "error": r["error"]})
+        res.computed += len(new)
+        written.add(epoch)
+        if on_checkpoint is not None:
+            on_checkpoint(by_epoch[epoch])
+        if bar is not None:
+            bar.update(1)
+
     try:
-        for ck in order:
-            todo = [p for p in selected if not done(ck.epoch, p.name)]
-            new: list[dict[str, Any]] = []
-            arrays: dict[str, Any] = {}
-            res.reused += len(selected) - len(todo)
-            base = {"epoch": ck.epoch, "step": ck.step}
-            if todo:
-                na = [p for p in todo if p.name in res.not_applicable]
-                for p in na:
-                    new.append({**base, "probe": p.name, "status": "n/a",
-                                "reason": res.not_applicable[p.name]})
-                todo = [p for p in todo if p in applicable]
-            if todo:
-                try:
-                    model.load_state_dict(run.load_state(ck))
-                except CheckpointError as e:
-                    for p in todo:
-                        new.append({**base, "probe": p.name, "status": "error", "error": str(e)})
-                        res.errors.append({"probe": p.name, "epoch": ck.epoch, "error": str(e)})
-                    todo = []
-                ctx = CheckpointContext(run_ctx, ck, model)
-                for p in todo:
-                    rec = {**base, "probe": p.name}
-                    try:
-                        with torch.no_grad() if "grad" not in p.needs else contextlib.nullcontext():
-                            out = check_output(p, p.compute(ctx))
-                        rec.update(status="ok", values=out.scalars, arrays=sorted(out.arrays))
-                        arrays.update({f"{p.name}.{k}": v for k, v in out.arrays.items()})
-                    except NotApplicable as e:
-                        rec.update(status="n/a", reason=str(e))
-                    except MechgrokError as e:
-                        rec.update(status="error", error=str(e))
-                    except Exception as e:  # a probe's bug must not stop the others
-                        rec.update(status="error", error=f"{type(e).__name__}: {e}")
-                    if rec["status"] == "error":
-                        res.errors.append({"probe": p.name, "epoch": ck.epoch,
-                                           "error": rec["error"]})
-                    new.append(rec)
-            _write_arrays(run.path, ck.epoch, arrays)
-            _append(mpath, new)
-            for r in new:
-                records[(r["epoch"], r["probe"])] = r
-            res.computed += len(new)
-            if on_checkpoint is not None:
-                on_checkpoint(ck)
-            if bar is not None:
-                bar.update(1)
+        for epoch, recs, arrays in results():
+            store(epoch, recs, arrays)
+        for ck in order:  # checkpoints with nothing to compute but n/a records, or nothing at all
+            if ck.epoch not in written:
+                store(ck.epoch, [], {})
     finally:
         if bar is not None:
             bar.close()

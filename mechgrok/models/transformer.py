@@ -69,22 +69,28 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()  # (batch, head, query_pos, key_pos)
         self.hook_z = HookPoint()  # (batch, pos, head, d_head)
 
+    def _project(self, x: Tensor, W: Tensor) -> Tensor:
+        """x (batch, pos, d_model) @ W (head, d_model, d_head) → (batch, pos, head, d_head)."""
+        h, d, e = W.shape
+        return (x @ W.transpose(0, 1).reshape(d, h * e)).unflatten(-1, (h, e))
+
     def forward(self, x: Tensor) -> Tensor:
-        # x: (batch, pos, d_model)
-        q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q))
-        k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K))
-        v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V))
+        # x: (batch, pos, d_model). Plain matmuls on views: einsum's batched tiny matmuls and
+        # permute copies cost twice as much on CPU for three positions.
+        q = self.hook_q(self._project(x, self.W_Q))  # (batch, pos, head, d_head)
+        k = self.hook_k(self._project(x, self.W_K))
+        v = self.hook_v(self._project(x, self.W_V))
         n = x.shape[1]
         mask = self.mask[:n, :n]
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale
+        scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)) * self.scale  # (batch, head, q, k)
         scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
         pattern = scores.softmax(dim=-1)
         if self.alpha != 1.0:
             uniform = mask.to(x.dtype) / mask.sum(-1, keepdim=True).to(x.dtype)  # (q, k)
             pattern = self.alpha * pattern + (1.0 - self.alpha) * uniform
         pattern = self.hook_pattern(pattern)
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # (batch, pos, head, d_head)
-        return torch.einsum("bqhe,hed->bqd", z, self.W_O)
+        z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # (batch, pos, head, d_head)
+        return z.flatten(-2) @ self.W_O.flatten(0, 1)  # (batch, pos, d_model)
 
 
 class MLP(nn.Module):
