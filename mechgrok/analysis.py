@@ -221,44 +221,26 @@ def _write_arrays(run_path: Path, epoch: int, arrays: dict[str, Any]) -> None:
 def analyze(run: Run | str | Path, probes: Sequence[str | Probe] | None = None, *,
             force: bool = False, progress: bool | None = None,
             on_checkpoint: Callable[[CheckpointInfo], None] | None = None,
-            verdict_rules: Any = None, workers: int | None = None) -> AnalysisResult:
+            verdict_rules: Any = None) -> AnalysisResult:
     """Run probes over every checkpoint of a run; store what was missing; update the summary.
 
     ``verdict_rules`` (a :class:`~mechgrok.probes.clockpizza.VerdictRules`) sets the clock/pizza
     thresholds the summary applies to the stored raw numbers (default: its documented defaults).
-    ``workers``: processes computing checkpoints in parallel (default: 2 when the machine has 2+
-    cores and at least ``PARALLEL_MIN_CHECKPOINTS`` checkpoints need work, else 1). Probes given
-    as objects rather than names or ``module:Name`` specs always run in this process.
     """
     t0 = time.perf_counter()
     run = run if isinstance(run, Run) else Run(run)
     selected = resolve_probes(probes)
-    specs = _specs(probes, selected)
     checkpoints = run.checkpoints()
     if not checkpoints:
         raise RunDirError(f"run {run.path} has no checkpoints to analyse (train it first, or "
                           f"wait for its first checkpoint)")
-    if workers is not None and (isinstance(workers, bool) or workers < 1):
-        raise MechgrokError(f"workers must be a positive number of processes, got {workers!r}")
     folder = run.path / ANALYSIS_DIR
     lock = _Lock(folder)
     try:
-        return _analyze(run, checkpoints, selected, specs, folder, force, progress,
-                        on_checkpoint, t0, verdict_rules, workers)
+        return _analyze(run, checkpoints, selected, folder, force, progress, on_checkpoint, t0,
+                        verdict_rules)
     finally:
         lock.close()
-
-
-PARALLEL_MIN_CHECKPOINTS = 24
-
-
-def _specs(given: Sequence[str | Probe] | None, selected: list[Probe]) -> list[str] | None:
-    """How a worker process can load the same probes (None: they are objects, run serially)."""
-    if not given:
-        return [p.name for p in selected]
-    if all(isinstance(g, str) for g in given):
-        return list(given)  # type: ignore[arg-type]
-    return None
 
 
 def compute_checkpoint(run: Run, run_ctx: RunContext, model: Any, ck: CheckpointInfo,
@@ -292,34 +274,10 @@ def compute_checkpoint(run: Run, run_ctx: RunContext, model: Any, ck: Checkpoint
     return records, arrays
 
 
-# -- worker processes (spawned: each imports mechgrok afresh, one torch thread) ---------------
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_init(run_path: str, specs: list[str], threads: int) -> None:
-    import torch
-
-    from mechgrok.models import build_model
-
-    torch.set_num_threads(threads)
-    run = Run(run_path)
-    _WORKER.update(run=run, ctx=_run_context(run), model=build_model(run.config).eval(),
-                   probes={p.name: p for p in resolve_probes(specs)})
-
-
-def _worker_task(item: tuple[int, list[str]]) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
-    epoch, names = item
-    run = _WORKER["run"]
-    ck = run.checkpoint(epoch)
-    probes = [_WORKER["probes"][n] for n in names]
-    records, arrays = compute_checkpoint(run, _WORKER["ctx"], _WORKER["model"], ck, probes)
-    return epoch, records, arrays
-
-
-def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe],
-             specs: list[str] | None, folder: Path, force: bool, progress: bool | None,
+def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe], folder: Path,
+             force: bool, progress: bool | None,
              on_checkpoint: Callable[[CheckpointInfo], None] | None, t0: float,
-             verdict_rules: Any, workers: int | None) -> AnalysisResult:
+             verdict_rules: Any) -> AnalysisResult:
     from mechgrok.models import build_model
 
     mpath = folder / MEASURES_FILE
@@ -359,41 +317,8 @@ def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe],
         if names:
             work.append((ck.epoch, names))
 
-    n_workers = workers
-    if n_workers is None:
-        n_workers = 2 if (os.cpu_count() or 1) >= 2 and len(work) >= PARALLEL_MIN_CHECKPOINTS else 1
-    if specs is None:
-        n_workers = 1
     by_name = {p.name: p for p in applicable}
-
-    def results():
-        """(epoch, records, arrays) for every checkpoint, in ``order``."""
-        pending = {e for e, _ in work}
-        if n_workers > 1 and len(work) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-            from concurrent.futures.process import BrokenProcessPool
-
-            import torch
-
-            threads = max(1, torch.get_num_threads() // n_workers)
-            try:
-                with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_worker_init,
-                                         initargs=(str(run.path), specs, threads)) as ex:
-                    # the final checkpoint alone first, then the rest (its key frequencies are
-                    # computed once per worker from the final checkpoint regardless)
-                    for epoch, recs, arrays in ex.map(_worker_task, work, chunksize=1):
-                        pending.discard(epoch)
-                        yield epoch, recs, arrays
-            except BrokenProcessPool:  # a worker died (out of memory, a crash in a probe)
-                pass
-        model = build_model(run.config).eval()
-        for epoch, names in work:
-            if epoch in pending:
-                recs, arrays = compute_checkpoint(run, run_ctx, model, by_epoch[epoch],
-                                                  [by_name[n] for n in names])
-                yield epoch, recs, arrays
+    model = build_model(run.config).eval()  # one model object, reloaded per checkpoint
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -419,7 +344,9 @@ def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe],
             bar.update(1)
 
     try:
-        for epoch, recs, arrays in results():
+        for epoch, names in work:
+            recs, arrays = compute_checkpoint(run, run_ctx, model, by_epoch[epoch],
+                                              [by_name[n] for n in names])
             store(epoch, recs, arrays)
         for ck in order:  # checkpoints with nothing to compute but n/a records, or nothing at all
             if ck.epoch not in written:

@@ -298,22 +298,3 @@ def test_killed_analysis_keeps_what_it_computed(run_copy: Path) -> None:
     assert res.reused == len(done)  # nothing already computed is computed again
     assert res.computed == 2 * len(Run(run_copy).checkpoints()) - len(done)
 
-
-def test_parallel_workers_give_the_serial_table(grokked: Path, tmp_path: Path) -> None:
-    serial, parallel = tmp_path / "s", tmp_path / "p"
-    for d in (serial, parallel):
-        shutil.copytree(grokked, d, ignore=shutil.ignore_patterns("analysis"))
-    specs = ["weights", "loss", "key_freqs", "restricted", "clock_pizza",
-             "tests.fixtures.user_probes:explodes"]
-    a = analyze(serial, specs, workers=1, progress=False)
-    b = analyze(parallel, specs, workers=2, progress=False)
-    assert a.computed == b.computed and len(a.errors) == len(b.errors) > 0
-    ra, rb = measures_table(serial), measures_table(parallel)
-    assert [r.keys() for r in ra] == [r.keys() for r in rb]
-    for x, y in zip(ra, rb):
-        for k, v in x.items():
-            if isinstance(v, float):
-                assert y[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
-            elif k != "run":
-                assert y[k] == v, k
-    assert load_summary(serial)["key_frequencies"] == load_summary(parallel)["key_frequencies"]
