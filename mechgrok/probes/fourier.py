@@ -76,8 +76,13 @@ def fourier_basis(p: int) -> Tensor:
 
     Row r ≥ 1 is ``cos(2πkx/p)`` (r odd) or ``sin(2πkx/p)`` (r even) with ``k = (r + 1) // 2``,
     divided by its norm. For even p the last row is ``cos(πx) = (−1)^x``.
+    Computed once per p and shared (read-only): do not modify the returned tensor in place.
     """
-    p = _check_p(p)
+    return _fourier_basis(_check_p(p))
+
+
+@functools.lru_cache(maxsize=32)
+def _fourier_basis(p: int) -> Tensor:
     r = torch.arange(p)
     k = (r + 1) // 2  # (p,) row frequency
     x = torch.arange(p)
