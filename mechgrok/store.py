@@ -113,7 +113,6 @@ def tensors_to_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = 
 
 def tensors_from_bytes(data: bytes, what: str) -> tuple[dict[str, Any], dict[str, str]]:
     """Parse safetensors bytes; any malformation is a :class:`CheckpointError` naming ``what``."""
-    from safetensors import safe_open  # noqa: F401  (import check)
     from safetensors.torch import load
 
     try:

@@ -27,7 +27,7 @@ from mechgrok.errors import MechgrokError, RunDirError
 from mechgrok.models import HookedModel, build_model
 from mechgrok.store import Run, RunWriter
 from mechgrok.tasks import TaskData, make_dataset
-from mechgrok.training.losses import DTYPES, cross_entropy
+from mechgrok.training.losses import cross_entropy
 from mechgrok.training.optim import (
     load_optimizer_state,
     lr_at,
@@ -256,7 +256,3 @@ def _loop(cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
             bar.close()
     writer.set_status(status, epochs_done=epoch)
     return TrainResult(writer.path, status, epoch, last_metrics, elapsed)
-
-
-def loss_dtype(cfg: RunConfig) -> torch.dtype:
-    return DTYPES[cfg.train.loss_dtype]
