@@ -18,8 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/mechgrok train --preset quick --name quick --overwrite
-	$(BIN)/mechgrok analyze quick
+	$(BIN)/mechgrok run --name quick
 
 lint: setup
 	$(BIN)/ruff check mechgrok tests benchmarks

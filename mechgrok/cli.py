@@ -83,7 +83,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         v = getattr(args, dest, None)
         if v is not None:
             out[key] = v
-    if args.freeze_biases:
+    if getattr(args, "freeze_biases", False):
         out["train.freeze_biases"] = True
     for item in args.set or []:
         key, eq, value = item.partition("=")
@@ -247,6 +247,71 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 1 if res.errors else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from mechgrok.store import Run, resolve_run_path
+
+    run = Run(resolve_run_path(args.run, args.out_dir))  # one line for a missing/foreign dir
+    from mechgrok.report import write_report
+
+    path = write_report(run, args.out, reports_dir=args.reports_dir)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mechgrok.store import Run, resolve_run_path
+
+    runs = [Run(resolve_run_path(r, args.out_dir)) for r in args.runs]
+    from mechgrok.report import write_comparison
+
+    path = write_comparison(runs, args.out, reports_dir=args.reports_dir)
+    print(f"comparison of {len(runs)} runs: {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Train (or pick up) a run, analyse it, write its report: the main job in one command."""
+    from pathlib import Path
+
+    from mechgrok.config import resolve_config
+
+    cfg = resolve_config(args.preset, args.config, _overrides(args))  # validate before torch loads
+    path = Path(args.out_dir) / (args.name or cfg.run_id())
+    progress = None if args.progress is None else args.progress
+    if args.overwrite and path.exists():
+        import shutil
+
+        from mechgrok.store import LOCK_FILE, RunWriter
+
+        if (path / LOCK_FILE).exists():
+            RunWriter._lock(path)
+        shutil.rmtree(path)
+    from mechgrok.training import resume, train
+
+    if path.exists() and any(path.iterdir()):
+        from mechgrok.store import Run
+
+        run = Run(path)
+        if run.config.to_dict() != cfg.to_dict():
+            raise MechgrokError(f"{path} holds a run with a different config; pick another "
+                                f"--name, or --overwrite to replace it")
+        res = resume(path, progress=progress)
+        if res.status == "already-finished":
+            print(f"run {path} is already trained; analysing and reporting it")
+        else:
+            _print_result(res)
+    else:
+        _print_result(train(cfg, path, progress=progress))
+    from mechgrok.analysis import analyze
+    from mechgrok.report import write_report
+
+    res = analyze(path, progress=progress)
+    print_analysis(res)
+    report = write_report(res.run, reports_dir=args.reports_dir)
+    print(f"report: {report}")
+    return 1 if res.errors else 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
@@ -325,6 +390,47 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--progress", dest="progress", action="store_true", default=None)
     g.add_argument("--no-progress", dest="progress", action="store_false")
     s.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("report", help="write a run's self-contained HTML report",
+                       description="Write RUN's interactive report, one HTML file that opens "
+                                   "offline (reports/<run-id>.html unless --out says otherwise).")
+    s.add_argument("run", metavar="RUN", help="run directory (path or id under --out-dir)")
+    s.add_argument("--out", metavar="FILE", help="where to write the report")
+    s.add_argument("--reports-dir", default="reports", help="default folder (reports/)")
+    s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS, help="where run ids are looked up")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("compare", help="one report overlaying several runs",
+                       description="Overlay the curves and tabulate the summaries of several "
+                                   "runs (seeds, presets, recipes) in one HTML file.")
+    s.add_argument("runs", metavar="RUN", nargs="+", help="run directories (paths or ids)")
+    s.add_argument("--out", metavar="FILE", help="where to write the report")
+    s.add_argument("--reports-dir", default="reports", help="default folder (reports/)")
+    s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS, help="where run ids are looked up")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser(
+        "run", help="train, analyse and report in one command (default: the quick preset)",
+        description="Train a run (or pick up the one already there with the same config), run "
+                    "every probe over its checkpoints, and write its HTML report; prints the "
+                    "report's path. With no arguments: the quick preset, a few minutes on a "
+                    "laptop CPU.")
+    s.add_argument("--preset", help="a named preset (default quick; see `mechgrok presets`)")
+    s.add_argument("--config", metavar="FILE", help="a run.toml (or .json)")
+    s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="any config field, e.g. --set train.epochs=3000")
+    for flag, kw in (("--epochs", {"type": int}), ("--seed", {"type": int}),
+                     ("--lr", {"type": float}), ("--weight-decay", {"type": float}),
+                     ("--threads", {"type": int})):
+        s.add_argument(flag, **kw)
+    s.add_argument("--name", help="run directory name (default: derived from the config)")
+    s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS, help="where run directories go")
+    s.add_argument("--reports-dir", default="reports", help="where the report goes")
+    s.add_argument("--overwrite", action="store_true", help="start the run again from scratch")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None)
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    s.set_defaults(func=cmd_run)
     return p
 
 

@@ -1,0 +1,111 @@
+"""The generated reports, opened from file:// in a real headless Chromium (Debian's build).
+
+Checks that every figure rendered (its SVG is in the DOM), the console has no errors, no request
+leaves file://, and the checkpoint slider changes the PCA figure. A screenshot of the report is
+saved under ``test-artifacts/`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mechgrok.analysis import analyze
+from mechgrok.report import write_comparison, write_report
+from mechgrok.training import train
+from tests.conftest import ROOT, tiny_config, tiny_mlp_config
+
+GROKS = {"task.p": 23, "task.frac_train": 0.8, "train.lr": 1e-2, "model.d_model": 32,
+         "model.d_mlp": 64, "train.epochs": 400, "train.checkpoint_every": 50,
+         "train.eval_every": 10}
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def chromium_path() -> str | None:
+    for cand in (os.environ.get("MECHGROK_CHROMIUM"), "chromium", "chromium-browser"):
+        if cand and (found := shutil.which(cand)):
+            return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = chromium_path()
+    if exe is None:
+        msg = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("browser")
+    t, m = root / "transformer", root / "mlp"
+    train(tiny_config(**GROKS), t, progress=False)
+    analyze(t, progress=False)
+    train(tiny_mlp_config(**{"train.epochs": 40}), m, progress=False)
+    return {"transformer": write_report(t, root / "t.html"),
+            "unanalysed_mlp": write_report(m, root / "m.html"),
+            "comparison": write_comparison([t, m], root / "c.html")}
+
+
+def open_report(browser, path: Path, screenshot: Path | None = None):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(path.resolve().as_uri())
+    page.wait_for_load_state("load")
+    plots = page.evaluate("[...document.querySelectorAll('.js-plotly-plot')].map(d => "
+                          "[d.id, !!d.querySelector('svg.main-svg'), "
+                          "d.querySelectorAll('.trace, .hm, image').length])")
+    divs = page.evaluate("document.querySelectorAll('div.fig').length")
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
+    return page, plots, divs, errors, requests
+
+
+@pytest.mark.parametrize("which", ["transformer", "unanalysed_mlp", "comparison"])
+def test_report_renders_offline_without_errors(browser, reports, which) -> None:
+    shot = ARTIFACTS / f"report-{which}.png"
+    page, plots, divs, errors, requests = open_report(browser, reports[which], shot)
+    try:
+        assert plots and len(plots) == divs  # every figure became a plot
+        assert all(has_svg for _, has_svg, _ in plots), plots
+        assert all(n > 0 for _, _, n in plots), plots  # and drew something
+        assert errors == []
+        assert [u for u in requests if not u.startswith("file:")] == []
+        assert shot.stat().st_size > 20_000
+    finally:
+        page.close()
+
+
+def test_checkpoint_slider_changes_the_pca_figure(browser, reports) -> None:
+    page, plots, *_ = open_report(browser, reports["transformer"])
+    try:
+        before = page.evaluate("Array.from(document.getElementById('fig-pca')._fullData[0].x).slice(0, 5)")
+        title_before = page.evaluate("document.getElementById('fig-pca').layout.title.text")
+        page.locator("#fig-pca .slider-rail-rect").scroll_into_view_if_needed()
+        rail = page.locator("#fig-pca .slider-rail-rect").bounding_box()
+        assert rail is not None
+        page.mouse.click(rail["x"] + 3, rail["y"] + rail["height"] / 2)  # the first checkpoint
+        page.wait_for_function("document.getElementById('fig-pca').layout.title.text !== "
+                               f"{title_before!r}", timeout=5000)
+        after = page.evaluate("Array.from(document.getElementById('fig-pca')._fullData[0].x).slice(0, 5)")
+        title_after = page.evaluate("document.getElementById('fig-pca').layout.title.text")
+        assert "epoch 0 " in title_after
+        assert after != before
+    finally:
+        page.close()
