@@ -405,6 +405,21 @@ def _summarise(run: Run, run_ctx: RunContext, records: dict, res: AnalysisResult
             "rules": {k: getattr(rules, k) for k in ("pizza_gs", "pizza_di", "clock_di", "circ_min")},
             "verdicts": series,
         }
+    col = sorted((e, r["values"]) for (e, name), r in records.items()
+                 if name == "collapse" and r["status"] == "ok")
+    if col:
+        from mechgrok.probes.collapse import collapse_status
+
+        e, v = col[-1]
+        acc = next((m["test_acc"] for m in reversed(metrics) if m["epoch"] <= e), None)
+        sc32, sc64 = v.get("sc_fraction_float32"), v.get("sc_fraction_float64")
+        summary["collapse"] = {
+            "epoch": e, "sc_fraction_float32": sc32, "sc_fraction_float64": sc64,
+            "zero_loss_fraction_float32": v.get("zero_loss_fraction_float32"),
+            "zero_loss_fraction_float64": v.get("zero_loss_fraction_float64"),
+            "gap_median": v.get("gap_median"), "nlm_cosine": v.get("nlm_cosine"),
+            "status": collapse_status(sc32, sc64, acc) if sc32 is not None else None,
+        }
     summary["not_applicable"] = res.not_applicable
     status: dict[str, dict[str, int]] = {}
     for (_, name), r in records.items():

@@ -64,7 +64,26 @@ _SHORTCUTS = {
     "seed": "train.seed", "loss_dtype": "train.loss_dtype", "model_dtype": "train.model_dtype",
     "eval_every": "train.eval_every", "checkpoint_every": "train.checkpoint_every",
     "stop_after_grok": "train.stop_after_grok", "threads": "train.threads",
+    "loss": "train.loss", "grokfast": "train.grokfast", "grokfast_alpha": "train.grokfast_alpha",
+    "grokfast_lamb": "train.grokfast_lamb", "grokfast_window": "train.grokfast_window",
 }
+
+
+def _add_stability_flags(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("numerical stability (Prieto et al.; Grokfast, Lee et al.)")
+    g.add_argument("--loss", choices=["cross_entropy", "stablemax"],
+                   help="training loss (default cross_entropy)")
+    g.add_argument("--orthograd", action="store_true",
+                   help="⊥Grad: remove the gradient's component along the weights, per tensor, "
+                        "before the optimiser's own step")
+    g.add_argument("--grokfast", choices=["ema", "ma"],
+                   help="Grokfast gradient filter: amplify the slow gradient component")
+    g.add_argument("--grokfast-alpha", type=float, metavar="A",
+                   help="EMA momentum α in (0, 1) (default 0.98)")
+    g.add_argument("--grokfast-lamb", type=float, metavar="L",
+                   help="amplification λ (default 2 for ema, 5 for ma)")
+    g.add_argument("--grokfast-window", type=int, metavar="W",
+                   help="MA window in steps (default 100)")
 
 
 def _parse_value(text: str) -> Any:
@@ -85,6 +104,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = v
     if getattr(args, "freeze_biases", False):
         out["train.freeze_biases"] = True
+    if getattr(args, "orthograd", False):
+        out["train.orthograd"] = True
     for item in args.set or []:
         key, eq, value = item.partition("=")
         if not eq or "." not in key:
@@ -213,6 +234,9 @@ def print_analysis(res: Any) -> None:
         print(f"clock or pizza at epoch {cp['epoch']}: {cp['verdict']} (gradient symmetricity "
               f"{num('gradient_symmetricity')}, distance irrelevance "
               f"{num('distance_irrelevance')}, circularity {num('circularity')})")
+    col = s.get("collapse")
+    if col and col.get("status"):
+        print(f"softmax collapse at epoch {col['epoch']}: {col['status']}")
     reasons: dict[str, list[str]] = {}
     for name, why in res.not_applicable.items():
         reasons.setdefault(why, []).append(name)
@@ -354,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stop-after-grok", type=int, metavar="K",
                    help="stop once test accuracy has been ≥ 99 %% at K evaluations in a row")
     s.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    _add_stability_flags(s)
     s.add_argument("--name", help="run directory name (default: derived from the config)")
     s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS,
                    help="where run directories go (default checkpoints/)")
@@ -423,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
                      ("--lr", {"type": float}), ("--weight-decay", {"type": float}),
                      ("--threads", {"type": int})):
         s.add_argument(flag, **kw)
+    s.add_argument("--loss-dtype", choices=["float32", "float64"])
+    s.add_argument("--model-dtype", choices=["float32", "float64"])
+    _add_stability_flags(s)
     s.add_argument("--name", help="run directory name (default: derived from the config)")
     s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS, help="where run directories go")
     s.add_argument("--reports-dir", default="reports", help="where the report goes")

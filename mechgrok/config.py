@@ -247,8 +247,35 @@ class TrainConfig(_Section):
     dense_every: int = 20
     stop_after_grok: int | None = None
     threads: int | None = None
+    # numerical stability (Prieto et al. 2025; Lee et al. 2024): see mechgrok.stability
+    loss: Literal["cross_entropy", "stablemax"] = "cross_entropy"
+    orthograd: bool = False
+    grokfast: Literal["ema", "ma"] | None = None
+    grokfast_alpha: float = 0.98
+    grokfast_lamb: float | None = None  # None: 2.0 for ema, 5.0 for ma (Lee et al.'s defaults)
+    grokfast_window: int = 100
+
+    def grokfast_lambda(self) -> float:
+        if self.grokfast_lamb is not None:
+            return float(self.grokfast_lamb)
+        return 5.0 if self.grokfast == "ma" else 2.0
 
     def __post_init__(self) -> None:
+        _check(self.loss in ("cross_entropy", "stablemax"),
+               f"train.loss must be cross_entropy or stablemax, got {self.loss!r}")
+        _check(isinstance(self.orthograd, bool), "train.orthograd must be true or false")
+        _check(self.grokfast in (None, "ema", "ma"),
+               f"train.grokfast must be ema, ma or none, got {self.grokfast!r}")
+        _check(_is_num(self.grokfast_alpha) and 0.0 < self.grokfast_alpha < 1.0,
+               f"train.grokfast_alpha must be in the open interval (0, 1), "
+               f"got {self.grokfast_alpha!r}")
+        _check(self.grokfast_lamb is None or (_is_num(self.grokfast_lamb)
+                                              and math.isfinite(self.grokfast_lamb)
+                                              and self.grokfast_lamb >= 0),
+               f"train.grokfast_lamb must be a finite number ≥ 0, got {self.grokfast_lamb!r}")
+        _check(_is_int(self.grokfast_window) and self.grokfast_window >= 1,
+               f"train.grokfast_window must be a positive integer (a number of steps), "
+               f"got {self.grokfast_window!r}")
         _check(_is_int(self.epochs) and self.epochs >= 1,
                f"train.epochs must be a positive integer, got {self.epochs!r}")
         _check(self.optimizer in ("adamw", "adam", "sgd"),

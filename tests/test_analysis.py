@@ -28,7 +28,8 @@ from mechgrok.store import Run
 from mechgrok.training import train
 from tests.conftest import assert_one_line_error, run_cli, tiny_config, tiny_mlp_config
 
-BUILTINS = ["weights", "loss", "fourier_embed", "key_freqs", "restricted", "gini", "clock_pizza"]
+BUILTINS = ["weights", "loss", "fourier_embed", "key_freqs", "restricted", "gini", "clock_pizza",
+            "collapse"]
 # add mod 23 that groks in a few hundred epochs (see test_training.test_stop_after_grok)
 GROKS = {"task.p": 23, "task.frac_train": 0.8, "train.lr": 1e-2, "model.d_model": 32,
          "model.d_mlp": 64, "train.epochs": 700, "train.checkpoint_every": 50,

@@ -176,8 +176,10 @@ def final_key_frequency_finder(run_ctx: RunContext, final_model: Any) -> dict[st
 
 def _all_builtins() -> list:
     from mechgrok.probes.clockpizza import CLOCKPIZZA_PROBES
+    from mechgrok.probes.collapse import collapse_probe
 
-    return [weights, loss, fourier_embed, key_freqs, restricted, gini, *CLOCKPIZZA_PROBES]
+    return [weights, loss, fourier_embed, key_freqs, restricted, gini, *CLOCKPIZZA_PROBES,
+            collapse_probe]
 
 
 BUILTIN_PROBES = _all_builtins()

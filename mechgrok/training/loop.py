@@ -25,9 +25,10 @@ import torch
 from mechgrok.config import RunConfig
 from mechgrok.errors import MechgrokError, RunDirError
 from mechgrok.models import HookedModel, build_model
+from mechgrok.stability import GrokfastEMA, GrokfastMA, OrthoGrad, stablemax_cross_entropy
 from mechgrok.store import Run, RunWriter
 from mechgrok.tasks import TaskData, make_dataset
-from mechgrok.training.losses import cross_entropy
+from mechgrok.training.losses import DTYPES, cross_entropy
 from mechgrok.training.optim import (
     load_optimizer_state,
     lr_at,
@@ -141,6 +142,20 @@ def _loop(cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
         _freeze_biases(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, tc)
+    if tc.orthograd:  # ⊥Grad around the optimiser, which keeps its own betas and eps
+        opt = OrthoGrad(opt)
+    gfilter: GrokfastEMA | GrokfastMA | None = None
+    if tc.grokfast == "ema":
+        gfilter = GrokfastEMA(params, alpha=tc.grokfast_alpha, lamb=tc.grokfast_lambda())
+    elif tc.grokfast == "ma":
+        gfilter = GrokfastMA(params, window=tc.grokfast_window, lamb=tc.grokfast_lambda())
+    loss_dt = DTYPES[tc.loss_dtype]
+    if tc.loss == "stablemax":
+        def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return stablemax_cross_entropy(logits, labels, dtype=loss_dt)
+    else:
+        def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return cross_entropy(logits, labels, loss_dt)
     shuffle = torch.Generator().manual_seed(tc.seed + 1_000_003)
     epoch = step = 0
     grok_streak = 0
@@ -157,6 +172,9 @@ def _loop(cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
             raise RunDirError(f"run {writer.path}: resume state (epoch {meta['epoch']}) does not "
                               f"match the last checkpoint (epoch {last['epoch']})")
         load_optimizer_state(opt, rstate)
+        if gfilter is not None:
+            gfilter.load_tensors({k[len("grokfast."):]: v for k, v in rstate.items()
+                                  if k.startswith("grokfast.")})
         shuffle.set_state(rstate["rng.shuffle"])
         epoch, step = int(meta["epoch"]), int(meta["step"])
         grok_streak, elapsed = int(meta["grok_streak"]), float(meta["elapsed_s"])
@@ -181,6 +199,8 @@ def _loop(cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
     def checkpoint() -> None:
         rstate = optimizer_state_tensors(opt)
         rstate["rng.shuffle"] = shuffle.get_state()
+        if gfilter is not None:
+            rstate.update({f"grokfast.{k}": v for k, v in gfilter.tensors().items()})
         meta = {"epoch": epoch, "step": step, "grok_streak": grok_streak, "elapsed_s": elapsed}
         writer.write_checkpoint(epoch, step, model.state_dict(), rstate, meta)
 
@@ -210,8 +230,10 @@ def _loop(cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
                     xb, yb = train_x[idx], train_y[idx]
                 set_lr(opt, lr_at(step, tc))
                 opt.zero_grad(set_to_none=True)
-                loss = cross_entropy(model.forward_last(xb), yb, tc.loss_dtype)
+                loss = loss_fn(model.forward_last(xb), yb)
                 loss.backward()
+                if gfilter is not None:
+                    gfilter.apply()
                 opt.step()
                 step += 1
             epoch += 1
