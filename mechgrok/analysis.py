@@ -402,7 +402,8 @@ def _summarise(run: Run, run_ctx: RunContext, records: dict, res: AnalysisResult
             "gradient_symmetricity": v.get("gradient_symmetricity"),
             "distance_irrelevance": v.get("distance_irrelevance"),
             "circularity": v.get("circularity"),
-            "rules": {k: getattr(rules, k) for k in ("pizza_gs", "pizza_di", "clock_di", "circ_min")},
+            "rules": {k: getattr(rules, k) for k in ("pizza_gs", "pizza_di", "clock_gs", "clock_di",
+                                                      "circ_min")},
             "verdicts": series,
         }
     col = sorted((e, r["values"]) for (e, name), r in records.items()

@@ -262,8 +262,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from mechgrok.analysis import analyze
     from mechgrok.probes.clockpizza import VerdictRules
 
-    rules = VerdictRules(**{k: getattr(args, k) for k in ("pizza_gs", "pizza_di", "clock_di",
-                                                          "circ_min")
+    rules = VerdictRules(**{k: getattr(args, k) for k in ("pizza_gs", "pizza_di", "clock_gs",
+                                                          "clock_di", "circ_min")
                             if getattr(args, k) is not None})
     res = analyze(run, args.probe or None, force=args.force, progress=args.progress,
                   verdict_rules=rules)
@@ -406,8 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clock/pizza verdict: pizza needs gradient symmetricity > X (0.98)")
     s.add_argument("--pizza-di", type=float, metavar="X",
                    help="… and distance irrelevance < X (0.5)")
+    s.add_argument("--clock-gs", type=float, metavar="X",
+                   help="clock needs gradient symmetricity < X (0.9)")
     s.add_argument("--clock-di", type=float, metavar="X",
-                   help="clock needs distance irrelevance > X (0.8)")
+                   help="… and distance irrelevance > X (0.6)")
     s.add_argument("--circ-min", type=float, metavar="X",
                    help="below this circularity the verdict is non-circular (0.5)")
     s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS, help="where run ids are looked up")

@@ -272,9 +272,12 @@ def test_circularity_edge_cases() -> None:
     (0.99, 0.40, 0.90, "pizza"),
     (0.98, 0.40, 0.90, "mixed"),  # GS must be > 0.98
     (0.99, 0.50, 0.90, "mixed"),  # DI must be < 0.5 for pizza …
-    (0.30, 0.81, 0.90, "clock"),
-    (0.30, 0.80, 0.90, "mixed"),  # … and > 0.8 for clock
-    (0.99, 0.90, 0.90, "clock"),  # symmetric but distance-blind: clock
+    (0.30, 0.61, 0.90, "clock"),
+    (0.30, 0.60, 0.90, "mixed"),  # … and > 0.6 for clock
+    (0.40, 0.74, 0.90, "clock"),  # zhong-clock seed 0 (GS 0.398, DI 0.736)
+    (0.90, 0.90, 0.90, "mixed"),  # clock needs GS < 0.9
+    (0.99, 0.90, 0.90, "mixed"),  # symmetric but distance-blind: not a clock (nor a pizza)
+    (1.00, 0.45, 0.98, "pizza"),  # zhong-pizza seed 1
     (0.99, 0.10, 0.49, "non-circular"),
     (0.99, 0.10, 0.50, "pizza"),  # circularity equal to circ_min counts as circular
 ])
@@ -287,8 +290,10 @@ def test_verdict_thresholds_and_codes() -> None:
     assert VERDICTS == ("non-circular", "clock", "pizza", "mixed")
     assert verdict(0.95, 0.4, 0.9) == "mixed"
     assert verdict(0.95, 0.4, 0.9, pizza_gs=0.9) == "pizza"
-    assert verdict(0.5, 0.7, 0.9, clock_di=0.6) == "clock"
-    assert verdict(0.5, 0.7, 0.3, circ_min=0.2) == "mixed"
+    assert verdict(0.5, 0.7, 0.9, clock_di=0.75) == "mixed"
+    assert verdict(0.95, 0.7, 0.9, clock_gs=0.96) == "clock"
+    assert verdict(0.5, 0.7, 0.3, circ_min=0.2) == "clock"
+    assert verdict(0.5, 0.7, 0.3) == "non-circular"
     with pytest.raises(ValueError, match="distance irrelevance"):
         verdict(0.99, math.nan, 0.9)
 
@@ -297,6 +302,7 @@ def test_verdict_thresholds_and_codes() -> None:
     ({"pizza_gs": 1.5}, "pizza_gs"),
     ({"pizza_di": -0.1}, "pizza_di"),
     ({"clock_di": 1.2}, "clock_di"),
+    ({"clock_gs": -1.5}, "clock_gs"),
     ({"circ_min": math.nan}, "circ_min"),
     ({"circ_min": True}, "circ_min"),
     ({"pizza_di": 0.9, "clock_di": 0.8}, "clock_di"),

@@ -47,8 +47,16 @@ mechgrok's and the raw numbers are always reported beside the verdict):
 
 1. ``"non-circular"`` when ``circularity < circ_min`` (0.5): no clean circle to speak of;
 2. else ``"pizza"`` when ``GS > pizza_gs`` (0.98) **and** ``DI < pizza_di`` (0.5);
-3. else ``"clock"`` when ``DI > clock_di`` (0.8);
+3. else ``"clock"`` when ``GS < clock_gs`` (0.9) **and** ``DI > clock_di`` (0.6): both measures
+   point away from the pizza (the operands enter asymmetrically, and the correct logit depends
+   mostly on the answer);
 4. else ``"mixed"``.
+
+Calibration (mechgrok-clockpizza-v2): on the ``zhong-clock`` preset (α = 1) three seeds gave
+GS 0.40 / 0.50 / (see README) and DI 0.74 / 0.75 / …, on ``zhong-pizza`` (α = 0) GS 1.000 and DI
+0.22 / 0.45. A rule asking DI > 0.8 alone (MEASURES.md's example) called every α = 1 model
+"mixed"; the GS gap between the two presets (≤ 0.5 vs 1.000) is the larger and more stable one,
+so the clock rule leans on it and keeps a DI floor above the pizza's ceiling.
 
 Inequalities are strict: a value exactly on a threshold does not pass it (circularity equal to
 ``circ_min`` counts as circular). NaN measures have no verdict (``verdict`` raises; the probe
@@ -226,23 +234,27 @@ class VerdictRules:
 
     * ``pizza_gs`` (0.98): pizza needs gradient symmetricity above this (a cosine, in [−1, 1]);
     * ``pizza_di`` (0.5): … and distance irrelevance below this;
-    * ``clock_di`` (0.8): clock needs distance irrelevance above this (≥ ``pizza_di``);
+    * ``clock_gs`` (0.9): clock needs gradient symmetricity below this;
+    * ``clock_di`` (0.6): … and distance irrelevance above this (≥ ``pizza_di``);
     * ``circ_min`` (0.5): below this circularity the verdict is "non-circular".
     """
 
     pizza_gs: float = 0.98
     pizza_di: float = 0.5
-    clock_di: float = 0.8
+    clock_di: float = 0.6
     circ_min: float = 0.5
+    clock_gs: float = 0.9
 
     def __post_init__(self) -> None:
-        for name in ("pizza_gs", "pizza_di", "clock_di", "circ_min"):
+        for name in ("pizza_gs", "pizza_di", "clock_di", "circ_min", "clock_gs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
                 raise ConfigError(f"VerdictRules.{name} must be a finite number, got {v!r}")
-        if not -1.0 <= self.pizza_gs <= 1.0:
-            raise ConfigError(f"VerdictRules.pizza_gs is a cosine threshold in [-1, 1], "
-                              f"got {self.pizza_gs!r}")
+        for name in ("pizza_gs", "clock_gs"):
+            v = getattr(self, name)
+            if not -1.0 <= v <= 1.0:
+                raise ConfigError(f"VerdictRules.{name} is a cosine threshold in [-1, 1], "
+                                  f"got {v!r}")
         for name in ("pizza_di", "clock_di", "circ_min"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -263,17 +275,17 @@ class VerdictRules:
             return "non-circular"
         if gs > self.pizza_gs and di < self.pizza_di:
             return "pizza"
-        if di > self.clock_di:
+        if gs < self.clock_gs and di > self.clock_di:
             return "clock"
         return "mixed"
 
 
 def verdict(gs: float, di: float, circ: float, *, pizza_gs: float = 0.98, pizza_di: float = 0.5,
-            clock_di: float = 0.8, circ_min: float = 0.5) -> str:
+            clock_di: float = 0.6, circ_min: float = 0.5, clock_gs: float = 0.9) -> str:
     """non-circular if circ < circ_min; pizza if gs > pizza_gs and di < pizza_di; clock if
-    di > clock_di; otherwise mixed. Non-finite measures raise ``ValueError``."""
+    gs < clock_gs and di > clock_di; otherwise mixed. Non-finite measures raise ``ValueError``."""
     rules = VerdictRules(pizza_gs=pizza_gs, pizza_di=pizza_di, clock_di=clock_di,
-                         circ_min=circ_min)
+                         circ_min=circ_min, clock_gs=clock_gs)
     return rules.classify(gs, di, circ)
 
 

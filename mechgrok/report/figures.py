@@ -434,7 +434,7 @@ def clock_pizza_measures(run: Any) -> go.Figure:
         fig.add_scatter(x=e, y=v, name=name, mode="lines")
     rules = cp.get("rules") or {}
     for key, label in (("pizza_gs", "pizza: GS above"), ("pizza_di", "pizza: DI below"),
-                       ("clock_di", "clock: DI above")):
+                       ("clock_gs", "clock: GS below"), ("clock_di", "clock: DI above")):
         if key in rules:
             fig.add_hline(y=rules[key], line_dash="dot", line_color="#999",
                           annotation_text=f"{label} {rules[key]}", annotation_font_size=9,
@@ -604,7 +604,8 @@ RUN_FIGURES: list[FigureSpec] = [
     FigureSpec("pca", "Embedding", "Drag the slider: a generalising add/sub model arranges the "
                "elements on a circle in order (colour is the element's value).", pca_circle),
     FigureSpec("clock_pizza", "Clock or pizza", "Pizza: gradient symmetricity near 1 and low "
-               "distance irrelevance; clock: distance irrelevance near 1; circularity says "
+               "distance irrelevance; clock: lower symmetricity and high distance irrelevance; "
+               "circularity says "
                "whether there is a clean circle at all. Dotted lines are the verdict's "
                "thresholds.", clock_pizza_measures),
     FigureSpec("logit_sd", "Clock or pizza", "A clock's correct logit depends only on the answer "
