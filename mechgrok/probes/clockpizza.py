@@ -52,9 +52,9 @@ mechgrok's and the raw numbers are always reported beside the verdict):
    mostly on the answer);
 4. else ``"mixed"``.
 
-Calibration (mechgrok-clockpizza-v2): on the ``zhong-clock`` preset (α = 1) three seeds gave
-GS 0.40 / 0.50 / (see README) and DI 0.74 / 0.75 / …, on ``zhong-pizza`` (α = 0) GS 1.000 and DI
-0.22 / 0.45. A rule asking DI > 0.8 alone (MEASURES.md's example) called every α = 1 model
+Calibration (mechgrok-clockpizza-v2): on the ``zhong-clock`` preset (α = 1) seeds 0, 1, 2 gave
+GS 0.40 / 0.50 / 0.15 and DI 0.74 / 0.75 / 0.62; on ``zhong-pizza`` (α = 0) seeds 0, 1 gave
+GS 1.000 / 1.000 and DI 0.22 / 0.45. A rule asking DI > 0.8 alone (MEASURES.md's example) called every α = 1 model
 "mixed"; the GS gap between the two presets (≤ 0.5 vs 1.000) is the larger and more stable one,
 so the clock rule leans on it and keeps a DI floor above the pizza's ceiling.
 
