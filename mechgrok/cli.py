@@ -140,11 +140,22 @@ def _print_result(res: Any) -> None:
 
 def grokking_epochs(metrics: list[dict[str, Any]], acc: float = 0.99) -> dict[str, int | None]:
     """First epochs at which train and test accuracy reach ``acc`` and stay there to the end."""
-    from mechgrok.probes.phases import first_held
+    from mechgrok.probes.phases import grokking_epochs as held
 
-    epochs = [m["epoch"] for m in metrics]
-    return {"train_99": first_held(epochs, [m["train_acc"] for m in metrics], acc),
-            "test_99": first_held(epochs, [m["test_acc"] for m in metrics], acc)}
+    return held(metrics, acc)
+
+
+def _remove_run_dir(path: Any) -> None:
+    """``--overwrite``: delete a run directory, unless another process is training into it."""
+    if not path.exists():
+        return
+    import shutil
+
+    from mechgrok.store import LOCK_FILE, RunWriter
+
+    if (path / LOCK_FILE).exists():
+        RunWriter._lock(path)  # refuses if another process is training into it
+    shutil.rmtree(path)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -174,14 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mechgrok.training import train
 
     path = Path(args.out_dir) / (args.name or cfg.run_id())
-    if args.overwrite and path.exists():
-        import shutil
-
-        from mechgrok.store import LOCK_FILE, RunWriter
-
-        if (path / LOCK_FILE).exists():
-            RunWriter._lock(path)  # refuses if another process is training into it
-        shutil.rmtree(path)
+    if args.overwrite:
+        _remove_run_dir(path)
     res = train(cfg, path, progress=progress)
     _print_result(res)
     return 0
@@ -302,14 +307,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args.preset, args.config, _overrides(args))  # validate before torch loads
     path = Path(args.out_dir) / (args.name or cfg.run_id())
     progress = None if args.progress is None else args.progress
-    if args.overwrite and path.exists():
-        import shutil
-
-        from mechgrok.store import LOCK_FILE, RunWriter
-
-        if (path / LOCK_FILE).exists():
-            RunWriter._lock(path)
-        shutil.rmtree(path)
+    if args.overwrite:
+        _remove_run_dir(path)
     from mechgrok.training import resume, train
 
     if path.exists() and any(path.iterdir()):

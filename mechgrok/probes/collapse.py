@@ -272,8 +272,7 @@ def _collapse_probe():
         parameters' ``.grad`` are left alone); values ``nlm_cosine`` and
         ``nlm_cosine/<parameter>`` (dots in names become slashes).
         """
-        from mechgrok.stability import stablemax_cross_entropy
-        from mechgrok.training.losses import DTYPES
+        from mechgrok.training.losses import loss_function
 
         run = ctx.run
         ap = ctx.all_pairs()
@@ -289,14 +288,9 @@ def _collapse_probe():
         out["logit_norm"] = logit_norm(logits)
         out["gaps"] = gaps.to(torch.float32)
 
-        tc = ctx.config.train
         named = {n: p for n, p in ctx.model.named_parameters() if p.requires_grad}
         with torch.enable_grad():
-            z = ctx.model.forward_last(run.tokens[idx])
-            if tc.loss == "stablemax":
-                loss = stablemax_cross_entropy(z, labels, dtype=DTYPES[tc.loss_dtype])
-            else:
-                loss = F.cross_entropy(z.to(DTYPES[tc.loss_dtype]), labels)
+            loss = loss_function(ctx.config.train)(ctx.model.forward_last(run.tokens[idx]), labels)
             grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)
         grads_d = {n: (g if g is not None else torch.zeros_like(p))
                    for (n, p), g in zip(named.items(), grads)}

@@ -27,7 +27,7 @@ Threshold crossings
 * ``first_reached(epochs, values, t)``: the first epoch with ``value ≥ t``.
 * ``first_held(epochs, values, t)``: the first epoch from which ``value ≥ t`` at *every* later
   evaluation to the end of the run; ``None`` when the last value is below ``t``. A value that is
-  NaN counts as below. (This is the semantics of ``mechgrok.cli.grokking_epochs``.)
+  NaN counts as below. :func:`grokking_epochs` applies it to a run's metrics.
 
 Grokking epoch and delay (MEASURES.md §4)
 -----------------------------------------
@@ -238,6 +238,15 @@ def first_held(epochs: ArrayLike, values: ArrayLike, threshold: float) -> int | 
     """
     e = _epochs(epochs)
     return _first_held(e, _series(values, "values", e.size), threshold)
+
+
+
+def grokking_epochs(metrics: list[dict], acc: float = 0.99) -> dict[str, int | None]:
+    """``{"train_99", "test_99"}``: the first epochs at which train and test accuracy reach
+    ``acc`` and stay there to the end (:func:`first_held` over the run's metrics)."""
+    epochs = [m["epoch"] for m in metrics]
+    return {"train_99": first_held(epochs, [m["train_acc"] for m in metrics], acc),
+            "test_99": first_held(epochs, [m["test_acc"] for m in metrics], acc)}
 
 
 def first_reached(epochs: ArrayLike, values: ArrayLike, threshold: float) -> int | None:

@@ -151,15 +151,6 @@ class RunData:
                 out.append(model.token_embedding().double().numpy().copy())
         return [ck.epoch for ck in cks], out
 
-    def tokens(self):
-        """All valid inputs ``(N, 3)`` and labels ``(N,)`` of the task, row-major pairs."""
-        import torch
-
-        data = self.run.dataset()
-        pairs = torch.from_numpy(data.pairs)
-        toks = torch.cat([pairs, torch.full((len(pairs), 1), data.eq_token)], 1)
-        return toks, torch.from_numpy(data.labels), data
-
 
 def _arr(pts: list[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
     if not pts:

@@ -84,10 +84,9 @@ def shade_phases(fig: go.Figure, d: RunData, row: int | None = None, col: int | 
                       **label, **kw)
     grok = (d.summary.get("phases") or {}).get("grokking_epoch")
     if grok is None:
-        from mechgrok.probes.phases import first_held
+        from mechgrok.probes.phases import grokking_epochs
 
-        e, v = d.metric("test_acc")
-        grok = first_held(e.tolist(), v.tolist(), 0.99) if len(e) else None
+        grok = grokking_epochs(d.metrics)["test_99"]
     if grok is not None:
         fig.add_vline(x=grok, line_dash="dash", line_color="#555",
                       annotation_text=f"grokked {grok}", annotation_position="bottom right",
@@ -213,11 +212,18 @@ def fourier_final(run: Any) -> go.Figure:
     epoch, v = d.final_array("fourier_embed.freq_norms")
     if v is None:
         raise NoData(_why(d, "fourier_embed", "embedding Fourier norms"))
+    return _key_frequency_bars(d, v, f"Embedding Fourier norms at epoch {epoch}", "norm",
+                               "norm %{y:.3g}")
+
+
+def _key_frequency_bars(d: RunData, v: np.ndarray, title: str, yaxis: str, hover: str
+                        ) -> go.Figure:
+    """One bar per frequency k = 1 … K, the run's key frequencies in red."""
     keys = set(_key_freqs(d))
     k = np.arange(1, len(v) + 1)
-    fig = _fig(f"Embedding Fourier norms at epoch {epoch}", xaxis="frequency k", yaxis="norm")
+    fig = _fig(title, xaxis="frequency k", yaxis=yaxis)
     fig.add_bar(x=k, y=v, marker_color=["#d62728" if int(i) in keys else "#7f7f7f" for i in k],
-                hovertemplate="k = %{x}<br>norm %{y:.3g}<extra></extra>", name="norm")
+                hovertemplate=f"k = %{{x}}<br>{hover}<extra></extra>", name=yaxis)
     fig.update_layout(showlegend=False)
     return fig
 
@@ -228,18 +234,12 @@ def neuron_clusters(run: Any) -> go.Figure:
     epoch, sizes = d.final_array("key_freqs.cluster_sizes")
     if sizes is None:
         raise NoData(_why(d, "key_freqs", "neuron-frequency clusters"))
-    k = np.arange(1, len(sizes) + 1)
     frac = next((r.get("key_freqs.frac_clustered") for r in reversed(d.table)
                  if r.get("key_freqs.frac_clustered") is not None), None)
     title = f"Neurons per frequency cluster at epoch {epoch}"
     if frac is not None:
         title += f" ({100 * frac:.0f} % of neurons clustered)"
-    keys = set(_key_freqs(d))
-    fig = _fig(title, xaxis="frequency k", yaxis="neurons")
-    fig.add_bar(x=k, y=sizes, marker_color=["#d62728" if int(i) in keys else "#7f7f7f" for i in k],
-                hovertemplate="k = %{x}<br>%{y} neurons<extra></extra>", name="neurons")
-    fig.update_layout(showlegend=False)
-    return fig
+    return _key_frequency_bars(d, sizes, title, "neurons", "%{y} neurons")
 
 
 def neuron_logit_map(run: Any) -> go.Figure:
@@ -282,8 +282,10 @@ def attention_patterns(run: Any) -> go.Figure:
     d = run_data(run)
     if not d.is_transformer:
         raise NoData(f"attention patterns need a transformer; run {d.id} is an MLP")
-    toks, _, data = d.tokens()
-    n = data.n
+    from mechgrok.probes.base import RunContext
+
+    ctx = RunContext(d.run, d.run.dataset())
+    toks, n = ctx.tokens, ctx.data.n
     if len(toks) != n * n:
         raise NoData(f"attention grid needs every (x, y) pair; {d.config.task.name} has "
                      f"{len(toks)} of {n * n}")

@@ -9,7 +9,6 @@ still gets a report of its training curves.
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import time
@@ -95,11 +94,10 @@ def grokking(d: RunData) -> dict[str, Any]:
     if ph.get("grokking_epoch") is not None or ph.get("train_99") is not None:
         return {"train_99": ph.get("train_99"), "grokking_epoch": ph.get("grokking_epoch"),
                 "delay": ph.get("grokking_delay")}
-    from mechgrok.probes.phases import first_held
+    from mechgrok.probes.phases import grokking_epochs
 
-    e = [m["epoch"] for m in d.metrics]
-    tr = first_held(e, [m["train_acc"] for m in d.metrics], 0.99) if e else None
-    te = first_held(e, [m["test_acc"] for m in d.metrics], 0.99) if e else None
+    g = grokking_epochs(d.metrics)
+    tr, te = g["train_99"], g["test_99"]
     return {"train_99": tr, "grokking_epoch": te,
             "delay": te - tr if te is not None and tr is not None else None}
 
@@ -337,8 +335,3 @@ def write_comparison(runs: Sequence[Any], out: str | Path | None = None,
     path = Path(out)
     _write(path, render_comparison(ds))
     return path
-
-
-def report_json_summary(d: RunData) -> str:  # for tests and scripts: the card as JSON
-    setting, found = summary_rows(d)
-    return json.dumps({"setting": dict(setting), "found": dict(found)})

@@ -25,10 +25,10 @@ import torch
 from mechgrok.config import RunConfig
 from mechgrok.errors import MechgrokError, RunDirError
 from mechgrok.models import HookedModel, build_model
-from mechgrok.stability import GrokfastEMA, GrokfastMA, OrthoGrad, stablemax_cross_entropy
+from mechgrok.stability import GrokfastEMA, GrokfastMA, OrthoGrad
 from mechgrok.store import Run, RunWriter
 from mechgrok.tasks import TaskData, make_dataset
-from mechgrok.training.losses import DTYPES, cross_entropy
+from mechgrok.training.losses import cross_entropy, loss_function
 from mechgrok.training.optim import (
     load_optimizer_state,
     lr_at,
@@ -149,13 +149,7 @@ def _loop(cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
         gfilter = GrokfastEMA(params, alpha=tc.grokfast_alpha, lamb=tc.grokfast_lambda())
     elif tc.grokfast == "ma":
         gfilter = GrokfastMA(params, window=tc.grokfast_window, lamb=tc.grokfast_lambda())
-    loss_dt = DTYPES[tc.loss_dtype]
-    if tc.loss == "stablemax":
-        def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            return stablemax_cross_entropy(logits, labels, dtype=loss_dt)
-    else:
-        def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            return cross_entropy(logits, labels, loss_dt)
+    loss_fn = loss_function(tc)
     shuffle = torch.Generator().manual_seed(tc.seed + 1_000_003)
     epoch = step = 0
     grok_streak = 0

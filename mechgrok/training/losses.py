@@ -8,6 +8,9 @@ its gradient. The choice is the run's ``train.loss_dtype``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -19,3 +22,14 @@ def cross_entropy(logits: Tensor, labels: Tensor, dtype: str | torch.dtype = "fl
     """Mean cross-entropy of ``logits (batch, classes)`` against ``labels (batch,)`` in ``dtype``."""
     dt = DTYPES[dtype] if isinstance(dtype, str) else dtype
     return F.cross_entropy(logits.to(dt), labels)
+
+
+def loss_function(train_cfg: Any) -> Callable[[Tensor, Tensor], Tensor]:
+    """The run's training loss as ``f(logits, labels)``: softmax cross-entropy or StableMax
+    (``train.loss``), computed in ``train.loss_dtype``."""
+    dt = DTYPES[train_cfg.loss_dtype]
+    if train_cfg.loss == "stablemax":
+        from mechgrok.stability import stablemax_cross_entropy
+
+        return lambda logits, labels: stablemax_cross_entropy(logits, labels, dtype=dt)
+    return lambda logits, labels: cross_entropy(logits, labels, dt)
