@@ -278,8 +278,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from mechgrok.store import Run, resolve_run_path
+    from mechgrok.sweep import is_sweep_dir
 
-    run = Run(resolve_run_path(args.run, args.out_dir))  # one line for a missing/foreign dir
+    where = resolve_run_path(args.run, args.out_dir)
+    if is_sweep_dir(where):
+        from mechgrok.report import write_sweep_report
+
+        axes = [a.strip() for a in args.axes.split(",")] if args.axes else None
+        path = write_sweep_report(where, args.out, reports_dir=args.reports_dir, axes=axes)
+        print(f"sweep report: {path}")
+        return 0
+    if args.axes:
+        raise MechgrokError("--axes is for a sweep directory")
+    run = Run(where)  # one line for a missing/foreign dir
     from mechgrok.report import write_report
 
     path = write_report(run, args.out, reports_dir=args.reports_dir)
@@ -289,8 +300,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from mechgrok.store import Run, resolve_run_path
+    from mechgrok.sweep import is_sweep_dir, load_sweep
 
-    runs = [Run(resolve_run_path(r, args.out_dir)) for r in args.runs]
+    runs = []
+    for r in args.runs:  # a sweep directory stands for its runs that exist
+        where = resolve_run_path(r, args.out_dir)
+        if is_sweep_dir(where):
+            runs += [Run(x["path"]) for x in load_sweep(where)["runs"]
+                     if (x["path"] / "manifest.json").is_file()]
+        else:
+            runs.append(Run(where))
     from mechgrok.report import write_comparison
 
     path = write_comparison(runs, args.out, reports_dir=args.reports_dir)
@@ -333,6 +352,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = write_report(res.run, reports_dir=args.reports_dir)
     print(f"report: {report}")
     return 1 if res.errors else 0
+
+
+def _fmt_result(r: dict[str, Any]) -> str:
+    if not r.get("ok"):
+        return f"FAILED {r['run_id']}: {r.get('error', 'failed')}"
+    fin, g = r.get("final") or {}, r.get("grok") or {}
+    acc = fin.get("test_acc")
+    line = (f"{'trained' if r.get('trained') else 'analysed'} {r['run_id']}: {r.get('status')} "
+            f"at epoch {fin.get('epoch')}, test acc {'—' if acc is None else f'{acc:.3f}'}")
+    if g.get("test_99") is not None:
+        delay = g["test_99"] - g["train_99"] if g.get("train_99") is not None else None
+        line += f", generalised at {g['test_99']} (delay {delay})"
+    elif g.get("train_99") is not None:
+        line += f", memorised at {g['train_99']}, not generalised"
+    return line + f" ({r.get('seconds', 0):.1f} s)"
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Expand a grid, train and analyse every run not yet done, write the phase-diagram report."""
+    from mechgrok.sweep import expand, load_sweep_spec, run_sweep
+
+    spec = load_sweep_spec(args.file, name=args.name)
+    if args.dry_run:
+        points = expand(spec, args.max_runs)
+        axes = " × ".join(f"{k} ({len(v)})" for k, v in spec.axes) or "no axes"
+        seeds = f" × {len(spec.seeds)} seeds" if spec.seeds else ""
+        print(f"sweep {spec.name}: {axes}{seeds} = {len(points)} runs")
+        for pt in points:
+            where = ", ".join(f"{k}={v}" for k, v in pt.point.items())
+            print(f"  {pt.run_id}  {where} seed={pt.seed}")
+        return 0
+
+    def on_result(r: dict[str, Any], i: int, n: int) -> None:
+        print(f"[{i}/{n}] {_fmt_result(r)}", flush=True)
+
+    res = run_sweep(spec, args.out_dir, backend=args.backend, workers=args.workers,
+                    address=args.address, max_runs=args.max_runs, retries=args.retries,
+                    analyse=not args.no_analyze, vmap_seeds=args.vmap_seeds,
+                    on_result=on_result)
+    print(f"sweep {spec.name}: {len(res.runs)} runs: {len(res.trained)} trained now, "
+          f"{len(res.skipped)} already done, {len(res.failed)} failed ({res.seconds:.1f} s); "
+          f"{res.sweep_dir}")
+    if not args.no_report:
+        from mechgrok.report import write_sweep_report
+
+        print(f"report: {write_sweep_report(res.sweep_dir, reports_dir=args.reports_dir)}")
+    if res.failed:
+        first = next(iter(res.failed.items()))
+        print(f"mechgrok: error: {len(res.failed)} of {len(res.runs)} runs failed (first: "
+              f"{first[0]}: {first[1]}); the others are done: fix the cause and relaunch the "
+              f"same command to retry the failed ones", file=sys.stderr)
+        return 1
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,10 +489,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", dest="progress", action="store_false")
     s.set_defaults(func=cmd_analyze)
 
-    s = sub.add_parser("report", help="write a run's self-contained HTML report",
+    s = sub.add_parser("report", help="write a run's (or a sweep's) self-contained HTML report",
                        description="Write RUN's interactive report, one HTML file that opens "
-                                   "offline (reports/<run-id>.html unless --out says otherwise).")
-    s.add_argument("run", metavar="RUN", help="run directory (path or id under --out-dir)")
+                                   "offline (reports/<run-id>.html unless --out says otherwise). "
+                                   "Given a sweep directory, write its phase diagrams "
+                                   "(reports/sweep-<name>.html).")
+    s.add_argument("run", metavar="RUN|SWEEP", help="run or sweep directory (path or id under "
+                                                    "--out-dir)")
+    s.add_argument("--axes", metavar="A,B", help="a sweep's two axes to draw (default: the "
+                                                 "grid's first two)")
     s.add_argument("--out", metavar="FILE", help="where to write the report")
     s.add_argument("--reports-dir", default="reports", help="default folder (reports/)")
     s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS, help="where run ids are looked up")
@@ -434,6 +511,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reports-dir", default="reports", help="default folder (reports/)")
     s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS, help="where run ids are looked up")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser(
+        "sweep", help="train and analyse a grid of runs (locally or on Ray); phase diagrams",
+        description="Expand SWEEP.toml's grid (any config fields × seeds) into runs, train and "
+                    "analyse every run not already done into <out-dir>/<name>/runs/, and write "
+                    "the sweep's report (phase diagrams). Relaunching the same command skips "
+                    "finished runs and resumes interrupted ones.")
+    s.add_argument("file", metavar="SWEEP.toml", help="a run file plus a [sweep] table")
+    s.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: worker processes here (default); ray: one Ray task per run")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="local worker processes, one torch thread each (default: the CPU "
+                        "count); with --backend ray and no --address, the local instance's CPUs")
+    s.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster: 'auto' or host:port (default: start a local Ray instance)")
+    s.add_argument("--max-runs", type=int, default=1000, metavar="N",
+                   help="refuse a grid of more than N runs (default 1000)")
+    s.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="retry a run whose worker died up to N times (default 2)")
+    s.add_argument("--vmap-seeds", type=int, default=1, metavar="K",
+                   help="train K seeds of one grid point in one process as a batched model")
+    s.add_argument("--name", help="sweep name (default: [sweep] name, else the file's stem)")
+    s.add_argument("--no-analyze", action="store_true", help="train only; skip the probes")
+    s.add_argument("--no-report", action="store_true", help="do not write the sweep report")
+    s.add_argument("--dry-run", action="store_true", help="list the runs and stop")
+    s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS,
+                   help="where the sweep directory goes (default checkpoints/)")
+    s.add_argument("--reports-dir", default="reports", help="where the report goes")
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser(
         "run", help="train, analyse and report in one command (default: the quick preset)",

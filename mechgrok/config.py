@@ -487,14 +487,19 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 def resolve_config(
     preset_name: str | None = None,
-    file: str | Path | None = None,
+    file: str | Path | Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> RunConfig:
     """Preset (default ``quick``) ← TOML file ← ``{"section.field": value}`` overrides.
 
+    ``file`` is a path, or the content of such a file as a dict.
+
     Changing ``model.kind`` drops the preset's model settings (they belong to the other kind).
     """
-    file_d = load_config_file(file) if file is not None else {}
+    if isinstance(file, Mapping):
+        file_d: dict[str, Any] = json.loads(json.dumps(file))
+    else:
+        file_d = load_config_file(file) if file is not None else {}
     name = preset_name or file_d.get("preset") or "quick"
     base = preset(name).to_dict()
     layered: dict[str, Any] = {}

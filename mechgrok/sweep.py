@@ -1,0 +1,753 @@
+"""Sweeps: a grid of runs (any config fields × seeds), trained and analysed on worker processes
+or on a Ray cluster, into one sweep directory (``mechgrok sweep sweep.toml``).
+
+A sweep file is a run file (``preset``, ``[task]``, ``[model]``, ``[train]``: the settings every
+run shares) plus a ``[sweep]`` table::
+
+    preset = "quick"
+    [train]
+    epochs = 400
+
+    [sweep]
+    name = "wd-x-frac"          # default: the file's stem
+    seeds = 3                   # train.seed values 0, 1, 2 (or a list: [0, 7, 9])
+    probes = ["phases", "fourier"]   # default: every applicable probe
+    [sweep.grid]
+    "train.weight_decay" = [0.3, 1.0]
+    "task.frac_train" = [0.3, 0.5]
+
+Grid keys are ``section.field`` of any config field (a nested ``[sweep.grid.train]`` table works
+too); each value is the list of values on that axis (a list-valued field takes a list of lists,
+``"model.hidden" = [[128], [256, 256]]``). The grid expands to the cartesian product of its axes
+times the seeds; every point is resolved and validated (preset ← file ← point) *before* any run
+starts, and each run gets the id its config derives (:meth:`RunConfig.run_id`).
+
+The sweep directory ``<out-dir>/<name>/`` holds ``sweep.json`` (the spec, the axes and every run:
+its id, grid point, seed and last known state) and ``runs/<run-id>/``, ordinary run directories.
+Relaunching the same command skips runs that are finished and analysed, resumes runs that were
+interrupted (from their last checkpoint) and retries runs that failed, so a crash loses at most
+the epochs since each run's last checkpoint.
+
+Backends (:func:`run_sweep`):
+
+* ``local``: ``workers`` processes on this machine (spawned, one torch thread each). A worker
+  that dies (killed, out of memory) is replaced and its run resumed, up to ``retries`` times.
+* ``ray``: one Ray task per run (``num_cpus=1``, ``max_retries=retries``) on an existing cluster
+  (``address``: ``auto`` or ``host:port``) or, with no address, a Ray instance started here.
+  Each task writes its own run directory, so on a multi-machine cluster ``out_dir`` must be a
+  filesystem every node mounts at the same path (NFS, a shared volume), and mechgrok must be
+  installed on every node. Ray is optional: ``pip install 'mechgrok[ray]'``.
+
+With ``vmap_seeds = K > 1``, runs that differ only in their seed are trained K at a time in one
+process as one batched model (:func:`mechgrok.training.vmap.train_seeds`); each seed still gets
+its own ordinary run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mechgrok.config import RunConfig, load_config_file, resolve_config
+from mechgrok.errors import ConfigError, MechgrokError, RunDirError
+
+__all__ = [
+    "DEFAULT_MAX_RUNS",
+    "SWEEP_FILE",
+    "SweepPoint",
+    "SweepResult",
+    "SweepSpec",
+    "expand",
+    "is_sweep_dir",
+    "load_sweep",
+    "load_sweep_spec",
+    "run_sweep",
+]
+
+SWEEP_KIND = "mechgrok.sweep"
+SWEEP_SCHEMA_VERSION = 1
+SWEEP_FILE = "sweep.json"
+RUNS_DIR = "runs"
+DEFAULT_MAX_RUNS = 1000
+DEFAULT_RETRIES = 2
+#: a run whose manifest says one of these needs no more training
+FINAL_STATUSES = ("finished", "grokked", "diverged")
+_SECTIONS = ("task", "model", "train")
+
+
+# --------------------------------------------------------------------------------------------
+# The spec and its expansion
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep file: the shared settings, the grid's axes, the seeds, the probes."""
+
+    name: str
+    base: dict[str, Any]  # a run file's content: preset, task, model, train
+    axes: tuple[tuple[str, tuple[Any, ...]], ...]  # (section.field, values), in file order
+    seeds: tuple[int, ...] | None  # None: every run keeps the base config's seed
+    probes: tuple[str, ...] | None = None  # None: every applicable probe
+
+    @property
+    def n_runs(self) -> int:
+        return math.prod(len(v) for _, v in self.axes) * (len(self.seeds) if self.seeds else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "base": self.base,
+                "grid": {k: list(v) for k, v in self.axes},
+                "seeds": list(self.seeds) if self.seeds is not None else None,
+                "probes": list(self.probes) if self.probes is not None else None}
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of the sweep: its resolved config, its id and where it sits in the grid."""
+
+    run_id: str
+    config: RunConfig
+    point: dict[str, Any]  # axis key -> value (the seed is not an axis)
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "point": self.point, "seed": self.seed}
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _flatten_grid(grid: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in grid.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.extend(_flatten_grid(v, key + "."))
+        else:
+            out.append((key, v))
+    return out
+
+
+def _canon(v: Any) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
+def load_sweep_spec(source: str | Path | Mapping[str, Any], name: str | None = None) -> SweepSpec:
+    """Parse and check a sweep file (TOML or JSON) or an equivalent dict.
+
+    Checks the shape only (the ``[sweep]`` table, the grid's keys and lists, the seeds); the
+    values are checked by :func:`expand`, which resolves every run's config.
+    """
+    if isinstance(source, Mapping):
+        data = dict(source)
+        default_name = "sweep"
+        where = "the sweep"
+    else:
+        path = Path(source)
+        data = load_config_file(path)
+        default_name = path.stem
+        where = str(path)
+    sweep = data.pop("sweep", None)
+    if sweep is None:
+        raise ConfigError(f"{where} has no [sweep] table; a sweep file is a run file plus "
+                          f"[sweep] (name, seeds, probes) and [sweep.grid] (the axes)")
+    if not isinstance(sweep, Mapping):
+        raise ConfigError(f"[sweep] in {where} must be a table")
+    unknown = sorted(set(sweep) - {"name", "seeds", "grid", "probes"})
+    if unknown:
+        raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join('sweep.' + k for k in unknown)}; allowed in [sweep]: "
+                          f"name, seeds, probes, grid")
+    extra = sorted(set(data) - {"preset", *_SECTIONS})
+    if extra:
+        raise ConfigError(f"unknown table{'s' if len(extra) > 1 else ''} {', '.join(extra)} in "
+                          f"{where}; allowed: preset, task, model, train, sweep")
+
+    sweep_name = name or sweep.get("name") or default_name
+    if not isinstance(sweep_name, str) or not _NAME_RE.match(sweep_name):
+        raise ConfigError(f"sweep name {sweep_name!r} must be letters, digits, '.', '_' or '-' "
+                          f"(it names the sweep's directory)")
+
+    grid = sweep.get("grid", {})
+    if not isinstance(grid, Mapping):
+        raise ConfigError("[sweep.grid] must be a table of section.field = [values]")
+    axes: list[tuple[str, tuple[Any, ...]]] = []
+    for key, values in _flatten_grid(grid):
+        section, _, fld = key.partition(".")
+        if section not in _SECTIONS or not fld or "." in fld:
+            raise ConfigError(f"grid axis {key!r} must name a config field as section.field "
+                              f"(section: task, model or train), e.g. train.weight_decay")
+        if not isinstance(values, list):
+            raise ConfigError(f"grid axis {key} must be a list of values, got {values!r}")
+        if not values:
+            raise ConfigError(f"grid axis {key} has no values: the grid would be empty")
+        seen: set[str] = set()
+        for v in values:
+            c = _canon(v)
+            if c in seen:
+                raise ConfigError(f"grid axis {key} lists {v!r} twice")
+            seen.add(c)
+        axes.append((key, tuple(values)))
+
+    seeds_v = sweep.get("seeds")
+    seeds: tuple[int, ...] | None = None
+    seed_axis = [v for k, v in axes if k == "train.seed"]
+    if seed_axis:  # a train.seed axis is the seeds: averaged over, batched by --vmap-seeds
+        if seeds_v is not None:
+            raise ConfigError("give the seeds once: either sweep.seeds or a train.seed grid axis")
+        seeds_v = list(seed_axis[0])
+        axes = [(k, v) for k, v in axes if k != "train.seed"]
+    if seeds_v is not None:
+        if isinstance(seeds_v, int) and not isinstance(seeds_v, bool):
+            if seeds_v < 1:
+                raise ConfigError(f"sweep.seeds must be a positive count or a list of seeds, "
+                                  f"got {seeds_v}")
+            seeds = tuple(range(seeds_v))
+        elif isinstance(seeds_v, list) and seeds_v and all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_v):
+            if len(set(seeds_v)) != len(seeds_v):
+                raise ConfigError(f"sweep.seeds lists a seed twice: {seeds_v}")
+            seeds = tuple(seeds_v)
+        else:
+            raise ConfigError(f"sweep.seeds must be a positive count or a non-empty list of "
+                              f"non-negative integers, got {seeds_v!r}")
+    if not axes and seeds is None:
+        raise ConfigError(f"the grid in {where} is empty: add axes under [sweep.grid] (e.g. "
+                          f"\"train.weight_decay\" = [0.3, 1.0]) or sweep.seeds")
+
+    probes = sweep.get("probes")
+    if probes is not None:
+        if not (isinstance(probes, list) and all(isinstance(p, str) for p in probes)):
+            raise ConfigError(f"sweep.probes must be a list of probe names, got {probes!r}")
+        probes = tuple(probes)
+    return SweepSpec(sweep_name, data, tuple(axes), seeds, probes)
+
+
+def expand(spec: SweepSpec, max_runs: int = DEFAULT_MAX_RUNS) -> list[SweepPoint]:
+    """Every run of the grid, resolved and validated, in a fixed order (axes, then seeds).
+
+    Raises :class:`ConfigError`, naming the grid point, for an unknown field or a bad value, and
+    before resolving anything when the grid makes more than ``max_runs`` runs.
+    """
+    n = spec.n_runs
+    if n > max_runs:
+        raise ConfigError(f"the grid makes {n} runs, more than --max-runs {max_runs}; raise "
+                          f"--max-runs or shrink the grid")
+    keys = [k for k, _ in spec.axes]
+    points: list[SweepPoint] = []
+    ids: dict[str, dict[str, Any]] = {}
+    for combo in itertools.product(*(v for _, v in spec.axes)):
+        point = dict(zip(keys, combo))
+        for seed in spec.seeds or (None,):
+            over = dict(point)
+            if seed is not None:
+                over["train.seed"] = seed
+            try:
+                cfg = resolve_config(None, spec.base, over)
+            except ConfigError as e:
+                where = ", ".join(f"{k}={v!r}" for k, v in point.items()) or "the base settings"
+                raise ConfigError(f"sweep grid point {where}: {e}") from None
+            rid = cfg.run_id()
+            if rid in ids:
+                raise ConfigError(f"grid points {ids[rid]} and {point} give the same run "
+                                  f"(the config ignores the difference); drop one")
+            ids[rid] = point
+            points.append(SweepPoint(rid, cfg, point, cfg.train.seed))
+    return points
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep directory
+# --------------------------------------------------------------------------------------------
+def is_sweep_dir(path: str | Path) -> bool:
+    return (Path(path) / SWEEP_FILE).is_file()
+
+
+def load_sweep(path: str | Path) -> dict[str, Any]:
+    """A sweep directory's ``sweep.json`` (with ``path`` and each run's ``path`` added)."""
+    p = Path(path)
+    f = p / SWEEP_FILE
+    if not f.is_file():
+        raise RunDirError(f"{p} is not a mechgrok sweep directory (no {SWEEP_FILE}); "
+                          f"`mechgrok sweep FILE.toml` creates one")
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"cannot read {f}: {e}") from None
+    if not isinstance(data, dict) or data.get("kind") != SWEEP_KIND:
+        raise RunDirError(f"{f} is not a mechgrok sweep file")
+    if data.get("schema_version", 0) > SWEEP_SCHEMA_VERSION:
+        raise RunDirError(f"{f} was written by a newer mechgrok; upgrade mechgrok")
+    data["path"] = p
+    for r in data.get("runs", []):
+        r["path"] = p / RUNS_DIR / r["run_id"]
+    return data
+
+
+def _write_sweep_file(sweep_dir: Path, spec: SweepSpec, points: Sequence[SweepPoint],
+                      states: Mapping[str, dict[str, Any]]) -> None:
+    from mechgrok.store import atomic_write_json
+
+    runs = []
+    for pt in points:
+        r = pt.to_dict()
+        r.update(states.get(pt.run_id, {"state": "pending"}))
+        runs.append(r)
+    atomic_write_json(sweep_dir / SWEEP_FILE, {
+        "kind": SWEEP_KIND, "schema_version": SWEEP_SCHEMA_VERSION, "name": spec.name,
+        "spec": spec.to_dict(), "axes": [{"key": k, "values": list(v)} for k, v in spec.axes],
+        "seeds": list(spec.seeds) if spec.seeds is not None else None,
+        "runs": runs,
+    })
+
+
+def _run_is_done(path: Path, cfg: RunConfig, analyse: bool, probes: Sequence[str] | None) -> bool:
+    """Whether a run directory already holds this run, trained to the end and analysed."""
+    from mechgrok.store import MANIFEST_FILE
+
+    man = path / MANIFEST_FILE
+    if not man.is_file():
+        return False
+    try:
+        from mechgrok.store import Run
+
+        run = Run(path)
+    except MechgrokError:
+        return False
+    if run.config.to_dict() != cfg.to_dict() or run.status not in FINAL_STATUSES:
+        return False
+    if not analyse:
+        return True
+    done_file = path / "analysis" / _DONE_FILE
+    try:
+        marker = json.loads(done_file.read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("probes") == (sorted(probes) if probes is not None else None) \
+        and marker.get("checkpoints") == len(run.checkpoints())
+
+
+_DONE_FILE = "sweep_done.json"
+
+
+# --------------------------------------------------------------------------------------------
+# One job: train (or resume) one run, or K seeds batched, then analyse; runs in a worker
+# --------------------------------------------------------------------------------------------
+def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Train and analyse the runs of one job; a plain function of plain data (for pickling).
+
+    ``job``: ``{"runs": [{"config": dict, "path": str}], "probes": [..] | None,
+    "analyse": bool, "vmap": bool, "threads": int | None}``. Returns one result per run:
+    ``{"run_id", "ok", "state", "error"?, "trained", "seconds", "final", "grok"}``. A user-level
+    problem (:class:`MechgrokError`) is returned as a failed result, not raised: retrying would
+    not help. Anything else (a crash) propagates, and the backend retries the job.
+    """
+    import torch
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    cfgs = [RunConfig.from_dict(r["config"]) for r in job["runs"]]
+    paths = [Path(r["path"]) for r in job["runs"]]
+    probes = job.get("probes")
+    analyse = job.get("analyse", True)
+    t0 = time.perf_counter()
+    out: dict[str, dict[str, Any]] = {}
+    todo: list[int] = []
+    for i, (cfg, path) in enumerate(zip(cfgs, paths)):
+        try:
+            trained = _train_or_resume_prepare(cfg, path)
+        except MechgrokError as e:
+            out[path.name] = _failed(path, e)
+            continue
+        if trained:
+            todo.append(i)
+        else:
+            out[path.name] = {"trained": False}
+    # training
+    if todo:
+        if job.get("vmap") and len(todo) > 1:
+            from mechgrok.training.vmap import train_seeds
+
+            base = cfgs[todo[0]]
+            try:
+                train_seeds(base, [cfgs[i].train.seed for i in todo], [paths[i] for i in todo],
+                            progress=False)
+                for i in todo:
+                    out[paths[i].name] = {"trained": True}
+            except MechgrokError as e:
+                for i in todo:
+                    out[paths[i].name] = _failed(paths[i], e)
+        else:
+            for i in todo:
+                try:
+                    _train_one(cfgs[i], paths[i])
+                    out[paths[i].name] = {"trained": True}
+                except MechgrokError as e:
+                    out[paths[i].name] = _failed(paths[i], e)
+    # analysis and results
+    results = []
+    for path in paths:
+        r = out[path.name]
+        if r.get("ok") is False:
+            results.append(r)
+            continue
+        try:
+            if analyse:
+                _analyse(path, probes)
+            results.append(_result(path, r["trained"], time.perf_counter() - t0))
+        except MechgrokError as e:
+            results.append(_failed(path, e))
+    return results
+
+
+def _failed(path: Path, e: BaseException) -> dict[str, Any]:
+    return {"run_id": path.name, "ok": False, "state": "failed", "error": str(e)}
+
+
+def _train_or_resume_prepare(cfg: RunConfig, path: Path) -> bool:
+    """True when the run needs training (new or unfinished); checks an existing run's config."""
+    if not path.exists() or not any(path.iterdir()):
+        return True
+    from mechgrok.store import Run
+
+    run = Run(path)
+    if run.config.to_dict() != cfg.to_dict():
+        raise RunDirError(f"{path} holds a run with a different config than the sweep's; move "
+                          f"it away or remove it, then relaunch")
+    return run.status not in FINAL_STATUSES
+
+
+def _train_one(cfg: RunConfig, path: Path) -> None:
+    from mechgrok.training import resume, train
+
+    if path.exists() and any(path.iterdir()):
+        from mechgrok.store import Run
+
+        if not Run(path).checkpoints():  # killed before its first checkpoint: start again
+            import shutil
+
+            shutil.rmtree(path)
+            train(cfg, path, progress=False)
+            return
+        resume(path, progress=False)
+    else:
+        train(cfg, path, progress=False)
+
+
+def _analyse(path: Path, probes: Sequence[str] | None) -> None:
+    from mechgrok.analysis import analyze
+    from mechgrok.store import Run, atomic_write_json
+
+    res = analyze(path, list(probes) if probes is not None else None, progress=False)
+    if res.errors:
+        first = res.errors[0]
+        raise MechgrokError(f"probe {first['probe']!r} failed on {len(res.errors)} checkpoint(s) "
+                            f"(first: {first['error']})")
+    atomic_write_json(path / "analysis" / _DONE_FILE,
+                      {"probes": sorted(probes) if probes is not None else None,
+                       "checkpoints": len(Run(path).checkpoints())})
+
+
+def _result(path: Path, trained: bool, seconds: float) -> dict[str, Any]:
+    from mechgrok.probes.phases import grokking_epochs
+    from mechgrok.store import Run
+
+    run = Run(path)
+    metrics = run.metrics()
+    fin = metrics[-1] if metrics else {}
+    return {"run_id": path.name, "ok": True, "state": "done", "status": run.status,
+            "trained": trained, "seconds": round(seconds, 2),
+            "final": {k: fin.get(k) for k in ("epoch", "train_acc", "test_acc", "train_loss",
+                                             "test_loss")},
+            "grok": grokking_epochs(metrics)}
+
+
+def _worker_init() -> None:
+    """Local workers: one torch thread each, and die with the sweep process (Linux)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    runs: list[SweepPoint]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {k: r.get("error", "failed") for k, r in self.results.items() if not r.get("ok")}
+
+    @property
+    def trained(self) -> list[str]:
+        return [k for k, r in self.results.items() if r.get("ok") and r.get("trained")]
+
+
+def _run_local(jobs: list[dict[str, Any]], workers: int, retries: int,
+               on_result: Callable[[dict[str, Any], list[dict[str, Any]]], None]) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("spawn")
+    queue = list(range(len(jobs)))
+    attempts = [0] * len(jobs)
+    pool: ProcessPoolExecutor | None = None
+    inflight: dict[Any, int] = {}
+
+    def fail(i: int, why: str) -> None:
+        on_result(jobs[i], [{"run_id": Path(r["path"]).name, "ok": False, "state": "failed",
+                             "error": why} for r in jobs[i]["runs"]])
+
+    try:
+        while queue or inflight:
+            if pool is None:
+                pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                           initializer=_worker_init)
+            while queue and len(inflight) < workers:
+                i = queue.pop(0)
+                attempts[i] += 1
+                inflight[pool.submit(run_job, jobs[i])] = i
+            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                i = inflight.pop(fut)
+                try:
+                    on_result(jobs[i], fut.result())
+                except BrokenProcessPool:
+                    broken = True
+                    if attempts[i] <= retries:
+                        queue.append(i)
+                    else:
+                        fail(i, f"its worker process died {attempts[i]} times")
+                except Exception as e:  # a crash inside the job: retry, then report
+                    if attempts[i] <= retries:
+                        queue.append(i)
+                    else:
+                        fail(i, f"{type(e).__name__}: {e}")
+            if broken:
+                # every job still in flight went down with the pool: resume them on a new one
+                for fut, i in list(inflight.items()):
+                    inflight.pop(fut)
+                    if attempts[i] <= retries:
+                        queue.append(i)
+                    else:
+                        fail(i, f"its worker process died {attempts[i]} times")
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = None
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_ray_address(address: str) -> None:
+    """A host:port address must accept a connection before Ray is asked (Ray itself retries
+    for a long time)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise MechgrokError(f"Ray address {address!r} must be 'auto' or host:port "
+                            f"(e.g. 10.0.0.5:6379)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            pass
+    except OSError as e:
+        raise MechgrokError(f"cannot reach a Ray cluster at {address} ({e.strerror or e}); "
+                            f"start one there with `ray start --head`, or drop --address to "
+                            f"start a local Ray instance") from None
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise MechgrokError("the Ray backend needs Ray, which is not installed: "
+                            "pip install 'mechgrok[ray]'") from None
+    return ray
+
+
+def connect_ray(address: str | None, workers: int | None) -> Any:
+    """Connect to (or start) Ray; one clear error when the address is unreachable."""
+    ray = _import_ray()
+    if address not in (None, "auto"):
+        _check_ray_address(address)
+    if ray.is_initialized():
+        return ray
+    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                          "logging_level": "ERROR", "configure_logging": True}
+    try:
+        if address is None:
+            ray.init(num_cpus=workers or os.cpu_count() or 1,
+                     object_store_memory=100 * 1024 * 1024, **kw)
+        else:
+            ray.init(address=address, **kw)
+    except ConnectionError as e:
+        why = str(e).split(". Please")[0].rstrip(".")
+        raise MechgrokError(f"cannot connect to a Ray cluster at {address}: {why}; start one with "
+                            f"`ray start --head`, or drop --address to start a local "
+                            f"instance") from None
+    return ray
+
+
+def _run_ray(jobs: list[dict[str, Any]], address: str | None, workers: int | None,
+             retries: int, on_result: Callable[[dict[str, Any], list[dict[str, Any]]], None],
+             ) -> None:
+    ray = connect_ray(address, workers)
+    started_here = address is None  # a local instance started for this sweep is stopped after it
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=retries,
+                            retry_exceptions=[RuntimeError, OSError])(run_job)
+        refs = {remote.remote(job): job for job in jobs}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            for ref in done:
+                job = refs.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except Exception as e:  # the task failed after its retries (or its node died)
+                    why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    res = [{"run_id": Path(r["path"]).name, "ok": False, "state": "failed",
+                            "error": f"Ray task failed after {retries} retries: {why}"}
+                           for r in job["runs"]]
+                on_result(job, res)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path = "checkpoints", *,
+              backend: str = "local", workers: int | None = None, address: str | None = None,
+              max_runs: int = DEFAULT_MAX_RUNS, retries: int = DEFAULT_RETRIES,
+              analyse: bool = True, vmap_seeds: int = 1,
+              on_result: Callable[[dict[str, Any], int, int], None] | None = None,
+              ) -> SweepResult:
+    """Expand, then train and analyse every run not yet done; see the module docstring.
+
+    ``on_result(result, n_done, n_total)`` is called in this process as each run ends.
+    Everything is checked before any run starts: the grid, ``max_runs``, the backend (Ray
+    installed, its address reachable).
+    """
+    t0 = time.perf_counter()
+    if not isinstance(spec, SweepSpec):
+        spec = load_sweep_spec(spec)
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend {backend!r}; choose local or ray")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if retries < 0:
+        raise ConfigError(f"--retries must be ≥ 0, got {retries}")
+    if vmap_seeds < 1:
+        raise ConfigError(f"--vmap-seeds must be at least 1, got {vmap_seeds}")
+    if backend == "local" and address is not None:
+        raise ConfigError("--address is for --backend ray")
+    points = expand(spec, max_runs)
+    if spec.probes is not None:
+        from mechgrok.analysis import resolve_probes
+
+        resolve_probes(list(spec.probes))  # an unknown probe is an error before any run
+    if backend == "ray":  # before any run starts: Ray installed, address reachable
+        _import_ray()
+        if address not in (None, "auto"):
+            _check_ray_address(address)
+
+    sweep_dir = Path(out_dir) / spec.name
+    runs_dir = sweep_dir / RUNS_DIR
+    if sweep_dir.exists() and not is_sweep_dir(sweep_dir) and any(sweep_dir.iterdir()):
+        raise RunDirError(f"{sweep_dir} exists and is not a sweep directory; choose another "
+                          f"sweep name or --out-dir")
+    states: dict[str, dict[str, Any]] = {}
+    if is_sweep_dir(sweep_dir):
+        with contextlib.suppress(MechgrokError):
+            for r in load_sweep(sweep_dir).get("runs", []):
+                states[r["run_id"]] = {k: v for k, v in r.items()
+                                       if k not in ("run_id", "point", "seed", "path")}
+    res = SweepResult(sweep_dir, points)
+    probes = list(spec.probes) if spec.probes is not None else None
+    todo: list[SweepPoint] = []
+    for pt in points:
+        if _run_is_done(runs_dir / pt.run_id, pt.config, analyse, probes):
+            res.skipped.append(pt.run_id)
+            if states.get(pt.run_id, {}).get("state") != "done":
+                states[pt.run_id] = {**_result(runs_dir / pt.run_id, False, 0.0), "ok": True}
+                states[pt.run_id].pop("run_id", None)
+        else:
+            todo.append(pt)
+            states[pt.run_id] = {"state": "pending"}
+    if backend == "ray" and todo:  # connect (or start Ray) before any run starts
+        connect_ray(address, workers)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    _write_sweep_file(sweep_dir, spec, points, states)
+
+    jobs = _jobs(todo, runs_dir, probes, analyse, vmap_seeds)
+    total = len(todo)
+    count = 0
+
+    def collect(job: dict[str, Any], results: list[dict[str, Any]]) -> None:
+        nonlocal count
+        for r in results:
+            count += 1
+            res.results[r["run_id"]] = r
+            states[r["run_id"]] = {k: v for k, v in r.items() if k != "run_id"}
+            if on_result is not None:
+                on_result(r, count, total)
+        _write_sweep_file(sweep_dir, spec, points, states)
+
+    if jobs:
+        n_workers = workers or min(len(jobs), os.cpu_count() or 1)
+        try:
+            if backend == "local":
+                _run_local(jobs, n_workers, retries, collect)
+            else:
+                _run_ray(jobs, address, workers, retries, collect)
+        except KeyboardInterrupt:
+            from mechgrok.training.loop import TrainingInterrupted
+
+            raise TrainingInterrupted(
+                f"sweep {spec.name} interrupted; finished runs and every checkpoint are kept: "
+                f"relaunch the same command to continue") from None
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _jobs(todo: Sequence[SweepPoint], runs_dir: Path, probes: list[str] | None, analyse: bool,
+          vmap_seeds: int) -> list[dict[str, Any]]:
+    """One job per run, or, with ``vmap_seeds`` K > 1, up to K runs that differ only by seed."""
+    groups: dict[str, list[SweepPoint]] = {}
+    for pt in todo:
+        key = _canon(pt.point) if vmap_seeds > 1 else pt.run_id
+        groups.setdefault(key, []).append(pt)
+    jobs = []
+    for group in groups.values():
+        for i in range(0, len(group), vmap_seeds):
+            chunk = group[i : i + vmap_seeds]
+            jobs.append({
+                "runs": [{"config": pt.config.to_dict(),
+                          "path": str((runs_dir / pt.run_id).resolve())} for pt in chunk],
+                "probes": probes, "analyse": analyse, "vmap": len(chunk) > 1, "threads": 1,
+            })
+    return jobs
