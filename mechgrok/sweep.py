@@ -527,16 +527,22 @@ def _run_local(jobs: list[dict[str, Any]], workers: int, retries: int,
             if pool is None:
                 pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                            initializer=_worker_init)
-            while queue and len(inflight) < workers:
-                i = queue.pop(0)
-                attempts[i] += 1
-                inflight[pool.submit(run_job, jobs[i])] = i
-            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
             broken = False
+            while queue and len(inflight) < workers:
+                i = queue[0]
+                try:
+                    fut = pool.submit(run_job, jobs[i])
+                except BrokenProcessPool:  # a worker died since the last wait
+                    broken = True
+                    break
+                queue.pop(0)
+                attempts[i] += 1
+                inflight[fut] = i
+            done = wait(list(inflight), return_when=FIRST_COMPLETED)[0] if inflight else set()
             for fut in done:
                 i = inflight.pop(fut)
                 try:
-                    on_result(jobs[i], fut.result())
+                    results = fut.result()
                 except BrokenProcessPool:
                     broken = True
                     if attempts[i] <= retries:
@@ -548,6 +554,8 @@ def _run_local(jobs: list[dict[str, Any]], workers: int, retries: int,
                         queue.append(i)
                     else:
                         fail(i, f"{type(e).__name__}: {e}")
+                else:
+                    on_result(jobs[i], results)
             if broken:
                 # every job still in flight went down with the pool: resume them on a new one
                 for fut, i in list(inflight.items()):

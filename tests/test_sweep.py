@@ -1,0 +1,296 @@
+"""Sweeps: grid expansion and its errors, the local and Ray backends for real (no mocks), a
+worker killed mid-run, a sweep killed mid-run and relaunched, and the phase-diagram report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mechgrok.errors import ConfigError
+from mechgrok.store import Run
+from mechgrok.sweep import (
+    RUNS_DIR,
+    SWEEP_FILE,
+    expand,
+    load_sweep,
+    load_sweep_spec,
+    run_sweep,
+)
+from tests.conftest import ROOT, assert_one_line_error, run_cli
+
+TINY = """preset = "quick"
+[task]
+p = 11
+frac_train = 0.5
+[model]
+d_model = 16
+n_heads = 2
+d_head = 8
+d_mlp = 32
+[train]
+epochs = {epochs}
+lr = 3e-3
+eval_every = {every}
+checkpoint_every = {every}
+dense_until = 0
+{extra}
+[sweep]
+name = "{name}"
+probes = {probes}
+{sweep_extra}
+[sweep.grid]
+{grid}
+"""
+
+GRID_2X2 = '"train.weight_decay" = [0.3, 1.0]\n"task.frac_train" = [0.5, 0.8]'
+
+
+def sweep_file(tmp_path: Path, *, name: str = "s", epochs: int = 60, every: int = 20,
+               extra: str = "", sweep_extra: str = "", grid: str = GRID_2X2,
+               probes: str = '["loss"]') -> Path:
+    f = tmp_path / f"{name}.toml"
+    f.write_text(TINY.format(name=name, epochs=epochs, every=every, extra=extra,
+                             sweep_extra=sweep_extra, grid=grid, probes=probes))
+    return f
+
+
+def assert_run_intact(path: Path, epochs: int) -> None:
+    """Finished, every checkpoint verifies (size + SHA-256) and loads, metrics reach the end."""
+    run = Run(path)
+    assert run.status == "finished", (path, run.status)
+    cks = run.checkpoints()
+    assert cks[-1].epoch == epochs
+    assert [c.epoch for c in cks] == sorted({c.epoch for c in cks})
+    for ck in cks:
+        run.load_model(ck)
+    m = run.metrics()
+    assert [r["epoch"] for r in m] == sorted({r["epoch"] for r in m})
+    assert m[-1]["epoch"] == epochs
+    assert (path / "analysis" / "measures.jsonl").is_file()
+
+
+def assert_sweep_complete(sweep_dir: Path, n: int, epochs: int) -> None:
+    data = load_sweep(sweep_dir)
+    assert len(data["runs"]) == n
+    for r in data["runs"]:
+        assert r["state"] == "done", r
+        assert_run_intact(r["path"], epochs)
+
+
+# --------------------------------------------------------------------------------------------
+# The spec
+# --------------------------------------------------------------------------------------------
+def test_grid_expands_to_resolved_runs_with_config_ids(tmp_path: Path) -> None:
+    spec = load_sweep_spec(sweep_file(tmp_path, sweep_extra="seeds = [3, 5]"))
+    assert spec.name == "s" and spec.seeds == (3, 5) and spec.n_runs == 8
+    pts = expand(spec)
+    assert len(pts) == 8 and len({p.run_id for p in pts}) == 8
+    for p in pts:
+        assert p.run_id == p.config.run_id()
+        assert p.config.train.weight_decay == p.point["train.weight_decay"]
+        assert p.config.task.frac_train == p.point["task.frac_train"]
+        assert p.config.train.seed == p.seed and p.seed in (3, 5)
+        assert p.config.task.p == 11 and p.config.model.d_model == 16  # the shared settings
+    assert [p.point for p in pts[:2]] == [pts[0].point] * 2  # seeds vary fastest
+
+
+def test_nested_grid_seed_axis_and_list_values(tmp_path: Path) -> None:
+    f = tmp_path / "n.toml"
+    f.write_text('preset = "quick"\n[sweep]\nname = "n"\n[sweep.grid.train]\nseed = [0, 1, 2]\n'
+                 '[sweep.grid.model]\nkind = ["mlp"]\nhidden = [[8], [8, 8]]\n')
+    spec = load_sweep_spec(f)
+    assert spec.seeds == (0, 1, 2)  # a train.seed axis is the seeds, not a drawn axis
+    assert [k for k, _ in spec.axes] == ["model.kind", "model.hidden"]
+    pts = expand(spec)
+    assert len(pts) == 6
+    assert {p.config.model.hidden for p in pts} == {(8,), (8, 8)}
+
+
+@pytest.mark.parametrize(("grid", "sweep_extra", "needle"), [
+    ('"train.not_a_field" = [1, 2]', "", "unknown setting train.not_a_field"),
+    ('"model.d_modle" = [8]', "", "model.d_modle"),
+    ('"bogus.lr" = [1]', "", "section.field"),
+    ('"train.lr" = []', "", "no values"),
+    ('"train.lr" = 0.1', "", "must be a list"),
+    ('"train.lr" = [0.1, 0.1]', "", "twice"),
+    ("", "", "empty"),
+    ('"task.p" = [11, 1]', "", "task.p=1"),  # an impossible modulus, named with its grid point
+    ('"task.name" = ["add", "frob"]', "", "unknown task 'frob'"),
+    ('"train.lr" = [0.1]', "seeds = 0", "seeds"),
+    ('"train.lr" = [0.1]', 'colour = "red"', "sweep.colour"),
+])
+def test_bad_grids_are_one_clear_error(tmp_path: Path, grid: str, sweep_extra: str,
+                                       needle: str) -> None:
+    f = sweep_file(tmp_path, grid=grid, sweep_extra=sweep_extra)
+    with pytest.raises(ConfigError) as e:
+        expand(load_sweep_spec(f))
+    assert needle.lower() in str(e.value).lower(), str(e.value)
+
+
+def test_max_runs_is_checked_before_resolving(tmp_path: Path) -> None:
+    grid = '"train.lr" = [' + ", ".join(str(1e-3 * (i + 1)) for i in range(40)) + "]"
+    f = sweep_file(tmp_path, grid=grid, sweep_extra="seeds = 30")
+    spec = load_sweep_spec(f)
+    assert spec.n_runs == 1200
+    with pytest.raises(ConfigError, match="1200 runs, more than --max-runs 1000"):
+        expand(spec)
+    assert len(expand(spec, max_runs=1200)) == 1200
+
+
+def test_cli_errors_before_any_run_starts(tmp_path: Path) -> None:
+    cases = [
+        (sweep_file(tmp_path, name="a", grid='"train.nope" = [1]'), [], "train.nope"),
+        (sweep_file(tmp_path, name="b", grid=""), [], "empty"),
+        (sweep_file(tmp_path, name="c", sweep_extra="seeds = 3"), ["--max-runs", "5"],
+         "more than --max-runs 5"),
+        (sweep_file(tmp_path, name="d"), ["--backend", "ray", "--address", "127.0.0.1:9"],
+         "cannot reach a Ray cluster at 127.0.0.1:9"),
+        (sweep_file(tmp_path, name="e"), ["--backend", "ray", "--address", "nonsense"],
+         "host:port"),
+        (sweep_file(tmp_path, name="f", probes='["no_such_probe"]'), [],
+         "no_such_probe"),
+    ]
+    for f, extra, needle in cases:
+        proc = run_cli("sweep", str(f), "--out-dir", str(tmp_path / "out"), *extra, timeout=120)
+        assert_one_line_error(proc, needle)
+        assert not (tmp_path / "out" / f.stem).exists(), f"{f.stem}: a run started"
+
+
+def test_ray_backend_without_ray_says_how_to_install(tmp_path: Path) -> None:
+    fake = tmp_path / "noray"
+    (fake / "ray").mkdir(parents=True)  # an importable 'ray' that fails like a missing one
+    (fake / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    proc = run_cli("sweep", str(sweep_file(tmp_path)), "--backend", "ray", "--out-dir",
+                   str(tmp_path / "out"), env={"PYTHONPATH": f"{fake}:{ROOT}"})
+    assert_one_line_error(proc, "pip install 'mechgrok[ray]'")
+    assert not (tmp_path / "out" / "s").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# The local backend, for real
+# --------------------------------------------------------------------------------------------
+def test_local_sweep_trains_analyses_reports_and_skips_on_relaunch(tmp_path: Path) -> None:
+    f = sweep_file(tmp_path, epochs=60)
+    out = tmp_path / "ck"
+    proc = run_cli("sweep", str(f), "--workers", "2", "--out-dir", str(out), "--reports-dir",
+                   str(tmp_path / "rep"))
+    assert proc.returncode == 0, proc.stderr
+    assert "4 runs: 4 trained now, 0 already done, 0 failed" in proc.stdout
+    assert_sweep_complete(out / "s", 4, 60)
+    report = tmp_path / "rep" / "sweep-s.html"
+    assert report.is_file() and "fig-phase-delay" in report.read_text()
+    data = json.loads((out / "s" / SWEEP_FILE).read_text())
+    assert [a["key"] for a in data["axes"]] == ["train.weight_decay", "task.frac_train"]
+    before = {p: p.stat().st_mtime_ns for p in (out / "s" / RUNS_DIR).rglob("*.safetensors")}
+
+    again = run_cli("sweep", str(f), "--workers", "2", "--out-dir", str(out), "--no-report")
+    assert again.returncode == 0, again.stderr
+    assert "0 trained now, 4 already done, 0 failed" in again.stdout
+    after = {p: p.stat().st_mtime_ns for p in (out / "s" / RUNS_DIR).rglob("*.safetensors")}
+    assert before == after  # nothing was retrained or rewritten
+
+
+def test_sweep_library_api_and_a_changed_grid_reuses_finished_runs(tmp_path: Path) -> None:
+    f = sweep_file(tmp_path, grid='"train.weight_decay" = [0.3]')
+    seen = []
+    res = run_sweep(f, tmp_path, workers=1, on_result=lambda r, i, n: seen.append((i, n)))
+    assert not res.failed and len(res.trained) == 1 and seen == [(1, 1)]
+    f2 = sweep_file(tmp_path, grid='"train.weight_decay" = [0.3, 1.0]')
+    res2 = run_sweep(f2, tmp_path, workers=1)
+    assert len(res2.skipped) == 1 and len(res2.trained) == 1
+    assert_sweep_complete(tmp_path / "s", 2, 60)
+
+
+def _wait_for_training_pid(runs_dir: Path, timeout: float = 120) -> tuple[Path, int]:
+    """A run that is training and has written a checkpoint: (its dir, the training pid)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for d in sorted(runs_dir.glob("*")) if runs_dir.is_dir() else []:
+            try:
+                man = json.loads((d / "manifest.json").read_text())
+                pid = int((d / "run.lock").read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if man.get("status") == "running" and len(man.get("checkpoints", [])) >= 2:
+                return d, pid
+        time.sleep(0.05)
+    raise AssertionError("no run started training in time")
+
+
+SLOW = dict(epochs=1500, every=100, extra="batch_size = 8")
+
+
+def test_killed_worker_is_replaced_and_its_run_resumed(tmp_path: Path) -> None:
+    f = sweep_file(tmp_path, **SLOW)
+    out = tmp_path / "ck"
+    proc = subprocess.Popen([sys.executable, "-m", "mechgrok", "sweep", str(f), "--workers", "2",
+                             "--out-dir", str(out), "--no-report"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        victim, pid = _wait_for_training_pid(out / "s" / RUNS_DIR)
+        assert pid != proc.pid
+        os.kill(pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "4 trained now, 0 already done, 0 failed" in stdout
+    assert_sweep_complete(out / "s", 4, 1500)
+    again = run_cli("sweep", str(f), "--out-dir", str(out), "--no-report")
+    assert again.returncode == 0 and "4 already done" in again.stdout, again.stderr
+
+
+def test_sweep_killed_mid_run_then_relaunched_completes(tmp_path: Path) -> None:
+    f = sweep_file(tmp_path, **SLOW)
+    out = tmp_path / "ck"
+    proc = subprocess.Popen([sys.executable, "-m", "mechgrok", "sweep", str(f), "--workers", "2",
+                             "--out-dir", str(out), "--no-report"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        _wait_for_training_pid(out / "s" / RUNS_DIR)
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, as a crash would
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    partial = [r for r in load_sweep(out / "s")["runs"] if r["state"] != "done"]
+    assert partial, "the sweep finished before it was killed; make the runs longer"
+    again = run_cli("sweep", str(f), "--workers", "2", "--out-dir", str(out), "--no-report",
+                    timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert_sweep_complete(out / "s", 4, 1500)
+
+
+# --------------------------------------------------------------------------------------------
+# The Ray backend, for real: a local Ray instance
+# --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ray_sweep_survives_a_killed_worker(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    f = sweep_file(tmp_path, **SLOW)
+    out = tmp_path / "ck"
+    proc = subprocess.Popen([sys.executable, "-m", "mechgrok", "sweep", str(f), "--backend",
+                             "ray", "--workers", "2", "--out-dir", str(out), "--reports-dir",
+                             str(tmp_path / "rep")], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        victim, pid = _wait_for_training_pid(out / "s" / RUNS_DIR, timeout=240)
+        os.kill(pid, signal.SIGKILL)  # a Ray worker process, mid-run
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, stderr
+    assert "4 trained now, 0 already done, 0 failed" in stdout, stdout
+    assert_sweep_complete(out / "s", 4, 1500)
+    assert (tmp_path / "rep" / "sweep-s.html").is_file()
