@@ -294,3 +294,23 @@ def test_ray_sweep_survives_a_killed_worker(tmp_path: Path) -> None:
     assert "4 trained now, 0 already done, 0 failed" in stdout, stdout
     assert_sweep_complete(out / "s", 4, 1500)
     assert (tmp_path / "rep" / "sweep-s.html").is_file()
+
+
+def test_a_failing_run_is_reported_while_the_others_finish(tmp_path: Path) -> None:
+    first = sweep_file(tmp_path, grid='"train.weight_decay" = [0.3]\n"task.frac_train" = [0.5]')
+    assert not run_sweep(first, tmp_path / "ck", workers=1).failed
+    f = sweep_file(tmp_path)  # the same sweep, grown to 2 × 2
+    pts = expand(load_sweep_spec(f))
+    bad = tmp_path / "ck" / "s" / RUNS_DIR / pts[1].run_id  # something foreign in its place
+    bad.mkdir(parents=True)
+    (bad / "config.json").write_text("{}")
+    (bad / "manifest.json").write_text("{}")
+    proc = run_cli("sweep", str(f), "--workers", "2", "--out-dir", str(tmp_path / "ck"),
+                   "--no-report")
+    assert_one_line_error(proc, "1 of 4 runs failed", pts[1].run_id, "relaunch")
+    assert "2 trained now, 1 already done, 1 failed" in proc.stdout
+    runs = {r["run_id"]: r for r in load_sweep(tmp_path / "ck" / "s")["runs"]}
+    assert runs[pts[1].run_id]["state"] == "failed"
+    assert "not a mechgrok manifest" in runs[pts[1].run_id]["error"]
+    for pt in pts[:1] + pts[2:]:
+        assert_run_intact(runs[pt.run_id]["path"], 60)
