@@ -314,3 +314,53 @@ def test_a_failing_run_is_reported_while_the_others_finish(tmp_path: Path) -> No
     assert "not a mechgrok manifest" in runs[pts[1].run_id]["error"]
     for pt in pts[:1] + pts[2:]:
         assert_run_intact(runs[pt.run_id]["path"], 60)
+
+
+def test_phase_diagram_cells_aggregate_seeds_to_known_values(tmp_path: Path) -> None:
+    """Hand-written curves with known memorisation/generalisation epochs → known cells."""
+    from mechgrok.report.sweep import SweepData, cells, phase_diagram
+    from mechgrok.store import atomic_write_json
+
+    def curve(mem: int | None, gen: int | None, end: int = 1000) -> list[dict]:
+        out = []
+        for e in range(0, end + 1, 10):
+            tr = 1.0 if mem is not None and e >= mem else 0.5
+            te = 1.0 if gen is not None and e >= gen else 0.1
+            out.append({"epoch": e, "train_acc": tr, "test_acc": te})
+        return out
+
+    # (wd, frac) → per seed (memorised, generalised)
+    table = {(0.1, 0.3): [(100, None), (100, None)],            # memorisation, no delay
+             (0.1, 0.5): [(100, 400), (100, 600)],              # grokking: delays 300, 500
+             (1.0, 0.3): [(100, 150), (100, 900)],              # comprehension + grokking
+             (1.0, 0.5): [(None, None), (100, 180)]}            # confusion + comprehension
+    runs = []
+    for (wd, frac), seeds in table.items():
+        for seed, (mem, gen) in enumerate(seeds):
+            rid = f"r-{wd}-{frac}-{seed}"
+            d = tmp_path / "sw" / RUNS_DIR / rid
+            d.mkdir(parents=True)
+            (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n"
+                                                     for m in curve(mem, gen)))
+            runs.append({"run_id": rid, "point": {"train.weight_decay": wd,
+                                                   "task.frac_train": frac},
+                         "seed": seed, "state": "done"})
+    atomic_write_json(tmp_path / "sw" / SWEEP_FILE, {
+        "kind": "mechgrok.sweep", "schema_version": 1, "name": "known", "seeds": [0, 1],
+        "axes": [{"key": "train.weight_decay", "values": [0.1, 1.0]},
+                 {"key": "task.frac_train", "values": [0.3, 0.5]}], "runs": runs})
+    sd = SweepData(tmp_path / "sw")
+    cs = cells(sd, ["train.weight_decay", "task.frac_train"])
+    m, s, k = cs[("0.1", "0.5")].delay()
+    assert (m, k) == (400.0, 2) and s == pytest.approx(141.4213562)  # sample std of 300, 500
+    assert cs[("0.1", "0.3")].delay()[2] == 0
+    assert cs[("0.1", "0.3")].test_acc() == (pytest.approx(0.1), 0.0)
+    assert dict(cs[("1", "0.3")].labels()) == {"comprehension": 1, "grokking": 1}
+    assert dict(cs[("1", "0.5")].labels()) == {"confusion": 1, "comprehension": 1}
+    fig = phase_diagram(sd, "delay")
+    z = fig.data[0].z  # rows: frac_train 0.3, 0.5; columns: weight decay 0.1, 1.0
+    assert z[0][0] is None and z[1][0] == 400.0 and z[0][1] == 425.0 and z[1][1] == 80.0
+    labels = phase_diagram(sd, "label").data[0]
+    assert labels.z[0][0] == 2  # memorisation
+    assert "memorisation 2/2" in labels.text[0][0]
+    assert phase_diagram(sd, "test_acc", ["task.frac_train"]).data[0].y == (0.55, 0.775)
