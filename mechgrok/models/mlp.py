@@ -110,8 +110,10 @@ class MLPModel(HookedModel):
             return torch.addmm(self.unembed.b_U, x, self.unembed.W_U)
         return x @ self.unembed.W_U
 
-    def forward_last(self, tokens: Tensor) -> Tensor:
-        """Same logits as ``forward``, without hooks; first layer by table lookup. (batch, n)"""
+    def forward_last(self, tokens: Tensor, *, same_query: bool | None = None) -> Tensor:
+        """Same logits as ``forward``, without hooks; first layer by table lookup. (batch, n)
+
+        ``same_query`` is accepted for the transformer's signature and ignored."""
         first = self.layers[0]
         W = first.W
         d = self.d_operand

@@ -206,7 +206,7 @@ class Transformer(HookedModel):
     #: above this many entries (d_vocab² · pos · heads) the score table is not worth building
     SCORE_TABLE_MAX = 1 << 22
 
-    def forward_last(self, tokens: Tensor) -> Tensor:
+    def forward_last(self, tokens: Tensor, *, same_query: bool | None = None) -> Tensor:
         """Logits at the last position only, without hooks. (batch, n_classes)
 
         One layer: the residual stream before the block depends on one token per position, so
@@ -216,6 +216,12 @@ class Transformer(HookedModel):
         of the last query against every key, ``(d_vocab · pos · d_vocab, head)``. Only the last
         position goes through W_O, the MLP and the unembedding.
         More layers: the first L − 1 blocks run on all positions, the last on the last position.
+
+        ``same_query``: whether every example has the same last token (in training it is always
+        ``=``). None (the default) checks it on the data; True or False is taken as given (True on
+        tokens whose last columns differ gives wrong logits) and skips that check, whose
+        ``bool(...)`` of a tensor cannot run under ``torch.func.vmap`` with batched tokens
+        (:mod:`mechgrok.training.vmap` passes True). Only the one-layer path reads it.
         """
         W_E, W_pos = self.embed.W_E, self.pos_embed.W_pos
         batch, n_pos = tokens.shape
@@ -230,7 +236,8 @@ class Transformer(HookedModel):
             k_tab = torch.einsum("pvd,hde->pvhe", x, attn.W_K)  # (pos, d_vocab, head, d_head)
             q_tab = torch.einsum("vd,hde->vhe", x[-1], attn.W_Q)  # (d_vocab, head, d_head)
             last_tok = tokens[:, -1]
-            same_query = bool((last_tok == last_tok[0]).all())  # always, in training: `=`
+            if same_query is None:
+                same_query = bool((last_tok == last_tok[0]).all())  # always, in training: `=`
             if same_query:
                 # one query row: scores from a (pos·d_vocab, head) table, residual broadcast
                 q0 = q_tab[last_tok[0]]  # (head, d_head)
