@@ -364,3 +364,28 @@ def test_phase_diagram_cells_aggregate_seeds_to_known_values(tmp_path: Path) -> 
     assert labels.z[0][0] == 2  # memorisation
     assert "memorisation 2/2" in labels.text[0][0]
     assert phase_diagram(sd, "test_acc", ["task.frac_train"]).data[0].y == (0.55, 0.775)
+
+
+def test_vmap_seeds_sweep_matches_separate_runs(tmp_path: Path) -> None:
+    """--vmap-seeds 3: one job per grid point, three ordinary run directories, the same runs."""
+    import torch
+
+    from mechgrok.sweep import _jobs
+
+    f = sweep_file(tmp_path, grid='"train.weight_decay" = [0.3, 1.0]', sweep_extra="seeds = 3",
+                   extra='model_dtype = "float64"')
+    pts = expand(load_sweep_spec(f))
+    jobs = _jobs(pts, tmp_path, None, False, 3)
+    assert len(jobs) == 2 and all(j["vmap"] and len(j["runs"]) == 3 for j in jobs)
+    vm = run_sweep(f, tmp_path / "vm", workers=2, vmap_seeds=3)
+    sep = run_sweep(f, tmp_path / "sep", workers=2)
+    assert not vm.failed and not sep.failed and len(vm.trained) == 6
+    for pt in pts:
+        a, b = Run(vm.sweep_dir / RUNS_DIR / pt.run_id), Run(sep.sweep_dir / RUNS_DIR / pt.run_id)
+        assert a.config == b.config and a.status == b.status == "finished"
+        assert [c.epoch for c in a.checkpoints()] == [c.epoch for c in b.checkpoints()]
+        sa, sb = a.load_state(), b.load_state()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], atol=1e-9, rtol=0)
+    assert_sweep_complete(vm.sweep_dir, 6, 60)
