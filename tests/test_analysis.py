@@ -39,7 +39,9 @@ GROKS = {"task.p": 23, "task.frac_train": 0.8, "train.lr": 1e-2, "model.d_model"
 @pytest.fixture(scope="module")
 def grokked(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("runs") / "g"
-    train(tiny_config(**GROKS), path, progress=False)
+    # stopped once generalised (5 evaluations ≥ 99 %): after that, test accuracy can sag a little
+    # by an amount that depends on the CPU's rounding (0.981 at epoch 700 on an AMD EPYC)
+    train(tiny_config(**GROKS, **{"train.stop_after_grok": 5}), path, progress=False)
     return path
 
 

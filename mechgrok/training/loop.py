@@ -127,15 +127,28 @@ def _run(cfg: RunConfig, data: TaskData, writer: RunWriter, *, resumed: bool,
         torch.set_num_threads(prev_threads)
 
 
+def batch_geometry(tc: Any, n_train: int) -> tuple[int, int, bool]:
+    """(batch size, optimiser steps per epoch, full batch?) for ``n_train`` training examples."""
+    batch = tc.batch_size or n_train
+    return batch, math.ceil(n_train / batch), batch >= n_train
+
+
+def make_grokfast(params: list[torch.Tensor], tc: Any) -> GrokfastEMA | GrokfastMA | None:
+    """The Grokfast gradient filter ``tc`` asks for, on ``params`` (None when off)."""
+    if tc.grokfast == "ema":
+        return GrokfastEMA(params, alpha=tc.grokfast_alpha, lamb=tc.grokfast_lambda())
+    if tc.grokfast == "ma":
+        return GrokfastMA(params, window=tc.grokfast_window, lamb=tc.grokfast_lambda())
+    return None
+
+
 def _loop(cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
           progress: bool | None, on_eval: Callable[[dict[str, Any]], None] | None) -> TrainResult:
     tc = cfg.train
     t = dataset_tensors(data)
     train_x, train_y, test_x, test_y = t["train_x"], t["train_y"], t["test_x"], t["test_y"]
     n_train = len(train_x)
-    batch = tc.batch_size or n_train
-    steps_per_epoch = math.ceil(n_train / batch)
-    full_batch = batch >= n_train
+    batch, steps_per_epoch, full_batch = batch_geometry(tc, n_train)
 
     model = build_model(cfg)
     if tc.freeze_biases:
@@ -144,11 +157,7 @@ def _loop(cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
     opt = make_optimizer(params, tc)
     if tc.orthograd:  # ⊥Grad around the optimiser, which keeps its own betas and eps
         opt = OrthoGrad(opt)
-    gfilter: GrokfastEMA | GrokfastMA | None = None
-    if tc.grokfast == "ema":
-        gfilter = GrokfastEMA(params, alpha=tc.grokfast_alpha, lamb=tc.grokfast_lambda())
-    elif tc.grokfast == "ma":
-        gfilter = GrokfastMA(params, window=tc.grokfast_window, lamb=tc.grokfast_lambda())
+    gfilter = make_grokfast(params, tc)
     loss_fn = loss_function(tc)
     shuffle = torch.Generator().manual_seed(tc.seed + 1_000_003)
     epoch = step = 0

@@ -117,7 +117,6 @@ from torch.func import functional_call, stack_module_state, vmap
 from mechgrok.config import RunConfig
 from mechgrok.errors import CheckpointError, ConfigError, MechgrokError, RunDirError
 from mechgrok.models import HookedModel, build_model
-from mechgrok.stability import GrokfastEMA, GrokfastMA
 from mechgrok.store import Run, RunWriter, read_verified
 from mechgrok.tasks import TaskData, make_dataset
 from mechgrok.training.loop import (
@@ -125,7 +124,9 @@ from mechgrok.training.loop import (
     TrainingInterrupted,
     TrainResult,
     _freeze_biases,
+    batch_geometry,
     dataset_tensors,
+    make_grokfast,
 )
 from mechgrok.training.losses import cross_entropy, loss_function
 from mechgrok.training.optim import (
@@ -370,9 +371,7 @@ def _train_group(cfgs: list[RunConfig], writers: list[RunWriter], data: TaskData
     t = dataset_tensors(data)
     train_x, train_y, test_x, test_y = t["train_x"], t["train_y"], t["test_x"], t["test_y"]
     n_train = len(train_x)
-    batch = tc.batch_size or n_train
-    steps_per_epoch = math.ceil(n_train / batch)
-    full_batch = batch >= n_train
+    batch, steps_per_epoch, full_batch = batch_geometry(tc, n_train)
 
     models = [build_model(c) for c in cfgs]
     if tc.freeze_biases:
@@ -391,11 +390,7 @@ def _train_group(cfgs: list[RunConfig], writers: list[RunWriter], data: TaskData
         raise RuntimeError(f"cannot batch the model: state {absent[:3]} is not stacked")
     params = [stacked[n] for n in grad_names]  # a normal run's optimiser order
     opt = make_optimizer(params, tc)
-    gfilter: GrokfastEMA | GrokfastMA | None = None
-    if tc.grokfast == "ema":
-        gfilter = GrokfastEMA(params, alpha=tc.grokfast_alpha, lamb=tc.grokfast_lambda())
-    elif tc.grokfast == "ma":
-        gfilter = GrokfastMA(params, window=tc.grokfast_window, lamb=tc.grokfast_lambda())
+    gfilter = make_grokfast(params, tc)
     loss_fn = loss_function(tc)
     shuffles = [torch.Generator().manual_seed(c.train.seed + 1_000_003) for c in cfgs]
     epoch = step = 0
