@@ -248,6 +248,15 @@ def _scalar(d: dict[str, Tensor], key: str) -> float | None:
     return float(d[key].item()) if key in d else None
 
 
+def _check_saved(d: dict[str, Tensor], what: str, settings: dict[str, float]) -> None:
+    """Refuse a saved filter state whose settings differ from this filter's."""
+    for key, mine in settings.items():
+        saved = _scalar(d, key)
+        if saved is not None and saved != mine:
+            raise ConfigError(f"{what} state was saved with {key} = {saved!r}, but this filter "
+                              f"has {key} = {mine!r}; use the same setting to resume")
+
+
 def _check_index(name: str, i: int, n: int, what: str) -> None:
     if not 0 <= i < n:
         raise ValueError(f"{what} state has {name!r}, but the filter holds {n} parameters")
@@ -290,11 +299,7 @@ class GrokfastEMA:
 
     def load_tensors(self, d: dict[str, Tensor]) -> None:
         """Restore what :meth:`tensors` returned; the filter's alpha and lamb must match."""
-        for key, mine in (("alpha", self.alpha), ("lamb", self.lamb)):
-            saved = _scalar(d, key)
-            if saved is not None and saved != mine:
-                raise ConfigError(f"Grokfast EMA state was saved with {key} = {saved!r}, but this "
-                                  f"filter has {key} = {mine!r}; use the same setting to resume")
+        _check_saved(d, "Grokfast EMA", {"alpha": self.alpha, "lamb": self.lamb})
         mu: list[Tensor | None] = [None] * len(self.params)
         for name, t in d.items():
             if not name.startswith("mu."):
@@ -346,11 +351,7 @@ class GrokfastMA:
 
     def load_tensors(self, d: dict[str, Tensor]) -> None:
         """Restore what :meth:`tensors` returned; the filter's window and lamb must match."""
-        for key, mine in (("window", float(self.window)), ("lamb", self.lamb)):
-            saved = _scalar(d, key)
-            if saved is not None and saved != mine:
-                raise ConfigError(f"Grokfast MA state was saved with {key} = {saved!r}, but this "
-                                  f"filter has {key} = {mine!r}; use the same setting to resume")
+        _check_saved(d, "Grokfast MA", {"window": float(self.window), "lamb": self.lamb})
         grads: list[deque[Tensor]] = [deque(maxlen=self.window) for _ in self.params]
         for name, t in d.items():
             if not name.startswith("grads."):

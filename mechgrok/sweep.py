@@ -308,26 +308,31 @@ def _write_sweep_file(sweep_dir: Path, spec: SweepSpec, points: Sequence[SweepPo
     })
 
 
+def _existing_run(path: Path, cfg: RunConfig):
+    """The run already in ``path`` (None when there is none); refuses one of another config."""
+    if not path.exists() or not any(path.iterdir()):
+        return None
+    from mechgrok.store import Run
+
+    run = Run(path)
+    if run.config.to_dict() != cfg.to_dict():
+        raise RunDirError(f"{path} holds a run with a different config than the sweep's; move "
+                          f"it away or remove it, then relaunch")
+    return run
+
+
 def _run_is_done(path: Path, cfg: RunConfig, analyse: bool, probes: Sequence[str] | None) -> bool:
     """Whether a run directory already holds this run, trained to the end and analysed."""
-    from mechgrok.store import MANIFEST_FILE
-
-    man = path / MANIFEST_FILE
-    if not man.is_file():
-        return False
     try:
-        from mechgrok.store import Run
-
-        run = Run(path)
+        run = _existing_run(path, cfg)
     except MechgrokError:
-        return False
-    if run.config.to_dict() != cfg.to_dict() or run.status not in FINAL_STATUSES:
+        return False  # the worker reports what is wrong with it
+    if run is None or run.status not in FINAL_STATUSES:
         return False
     if not analyse:
         return True
-    done_file = path / "analysis" / _DONE_FILE
     try:
-        marker = json.loads(done_file.read_text())
+        marker = json.loads((path / "analysis" / _DONE_FILE).read_text())
     except (OSError, ValueError):
         return False
     return marker.get("probes") == (sorted(probes) if probes is not None else None) \
@@ -413,32 +418,23 @@ def _failed(path: Path, e: BaseException) -> dict[str, Any]:
 
 def _train_or_resume_prepare(cfg: RunConfig, path: Path) -> bool:
     """True when the run needs training (new or unfinished); checks an existing run's config."""
-    if not path.exists() or not any(path.iterdir()):
-        return True
-    from mechgrok.store import Run
-
-    run = Run(path)
-    if run.config.to_dict() != cfg.to_dict():
-        raise RunDirError(f"{path} holds a run with a different config than the sweep's; move "
-                          f"it away or remove it, then relaunch")
-    return run.status not in FINAL_STATUSES
+    run = _existing_run(path, cfg)
+    return run is None or run.status not in FINAL_STATUSES
 
 
 def _train_one(cfg: RunConfig, path: Path) -> None:
     from mechgrok.training import resume, train
 
-    if path.exists() and any(path.iterdir()):
-        from mechgrok.store import Run
+    run = _existing_run(path, cfg)
+    if run is not None and not run.checkpoints():  # killed before its first checkpoint
+        import shutil
 
-        if not Run(path).checkpoints():  # killed before its first checkpoint: start again
-            import shutil
-
-            shutil.rmtree(path)
-            train(cfg, path, progress=False)
-            return
-        resume(path, progress=False)
-    else:
+        shutil.rmtree(path)
+        run = None
+    if run is None:
         train(cfg, path, progress=False)
+    else:
+        resume(path, progress=False)
 
 
 def _analyse(path: Path, probes: Sequence[str] | None) -> None:

@@ -167,6 +167,15 @@ def gini_curves(run: Any) -> go.Figure:
     return shade_phases(fig, d)
 
 
+def _final(d: RunData, name: str, what: str) -> tuple[int | None, np.ndarray]:
+    """The last analysed checkpoint's array ``probe.name``, or :class:`NoData` saying why."""
+    _need_analysis(d, what)
+    epoch, v = d.final_array(name)
+    if v is None:
+        raise NoData(_why(d, name.split(".", 1)[0], what))
+    return epoch, v
+
+
 def _why(d: RunData, probe: str, what: str) -> str:
     for r in reversed(d.table):
         if r.get(f"{probe}.status") == "n/a":
@@ -208,10 +217,7 @@ def fourier_heatmap(run: Any) -> go.Figure:
 
 def fourier_final(run: Any) -> go.Figure:
     d = run_data(run)
-    _need_analysis(d, "embedding Fourier norms")
-    epoch, v = d.final_array("fourier_embed.freq_norms")
-    if v is None:
-        raise NoData(_why(d, "fourier_embed", "embedding Fourier norms"))
+    epoch, v = _final(d, "fourier_embed.freq_norms", "embedding Fourier norms")
     return _key_frequency_bars(d, v, f"Embedding Fourier norms at epoch {epoch}", "norm",
                                "norm %{y:.3g}")
 
@@ -230,10 +236,7 @@ def _key_frequency_bars(d: RunData, v: np.ndarray, title: str, yaxis: str, hover
 
 def neuron_clusters(run: Any) -> go.Figure:
     d = run_data(run)
-    _need_analysis(d, "neuron-frequency clusters")
-    epoch, sizes = d.final_array("key_freqs.cluster_sizes")
-    if sizes is None:
-        raise NoData(_why(d, "key_freqs", "neuron-frequency clusters"))
+    epoch, sizes = _final(d, "key_freqs.cluster_sizes", "neuron-frequency clusters")
     frac = next((r.get("key_freqs.frac_clustered") for r in reversed(d.table)
                  if r.get("key_freqs.frac_clustered") is not None), None)
     title = f"Neurons per frequency cluster at epoch {epoch}"
@@ -447,10 +450,7 @@ def clock_pizza_measures(run: Any) -> go.Figure:
 
 def logit_sd_table(run: Any) -> go.Figure:
     d = run_data(run)
-    _need_analysis(d, "the correct-logit table")
-    epoch, L = d.final_array("clock_pizza.logit_sd")
-    if L is None:
-        raise NoData(_why(d, "clock_pizza", "the correct-logit table"))
+    epoch, L = _final(d, "clock_pizza.logit_sd", "the correct-logit table")
     s_name, d_name = ("x − y", "x + y") if d.config.task.name == "sub" else ("x + y", "x − y")
     fig = _fig(f"Correct-class logit over ({s_name}, {d_name}) at epoch {epoch}",
                xaxis=f"d = {d_name} (mod p)", yaxis=f"s = {s_name} (mod p)", height=460)

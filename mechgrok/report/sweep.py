@@ -18,6 +18,7 @@ error bars; a sweep of seeds only gets the table and the curves.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -153,19 +154,13 @@ def cells(sd: SweepData, axes: Sequence[str]) -> dict[tuple[str, ...], Cell]:
     """Runs grouped by their values on ``axes`` (keys: the formatted values, in grid order)."""
     out: dict[tuple[str, ...], Cell] = {}
     grids = [[_fmt(v) for v in sd.values(a)] for a in axes]
-    for key in _product(grids):
+    for key in itertools.product(*grids):
         out[key] = Cell([])
     for r in sd.with_curves():
         key = tuple(_fmt(r.point.get(a)) for a in axes)
         if key in out:
             out[key].runs.append(r)
     return out
-
-
-def _product(grids: list[list[str]]) -> list[tuple[str, ...]]:
-    import itertools
-
-    return list(itertools.product(*grids))
 
 
 def _spread(m: float, s: float, fmt: str) -> str:
