@@ -145,51 +145,64 @@ def grokking_epochs(metrics: list[dict[str, Any]], acc: float = 0.99) -> dict[st
     return held(metrics, acc)
 
 
-def _remove_run_dir(path: Any) -> None:
-    """``--overwrite``: delete a run directory, unless another process is training into it."""
-    if not path.exists():
-        return
-    import shutil
+def _run_path(args: argparse.Namespace, cfg: Any) -> Any:
+    """The run directory a train/run command writes: ``--out-dir/--name`` (one folder name,
+    always inside --out-dir) or the config's id; with ``--overwrite``, the mechgrok run that
+    was there is removed first (and what was removed is said)."""
+    from mechgrok.store import remove_run_dir, run_dir
 
-    from mechgrok.store import LOCK_FILE, RunWriter
+    path = run_dir(args.out_dir, cfg.run_id() if args.name is None else args.name)
+    if args.overwrite:
+        removed = remove_run_dir(path)
+        if removed:
+            print(f"--overwrite: removed the run directory {path} ({len(removed)} files)")
+    return path
 
-    if (path / LOCK_FILE).exists():
-        RunWriter._lock(path)  # refuses if another process is training into it
-    shutil.rmtree(path)
+
+def _check_diverged(res: Any) -> int:
+    """Exit status of a training command: 1 (with one line) when the run diverged."""
+    from mechgrok.store import Run
+
+    run = Run(res.path)
+    if run.status != "diverged":
+        return 0
+    print(f"mechgrok: error: run {res.path} diverged (a non-finite training loss) at epoch "
+          f"{run.manifest.get('epochs_done', '?')}; it is kept as it is and will not be trained "
+          f"further: lower train.lr, or use train.loss_dtype=float64, and start a new run",
+          file=sys.stderr)
+    return 1
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     progress = None if args.progress is None else args.progress
     if args.resume:
         from mechgrok.store import resolve_run_path
 
-        given = [k for k in _SHORTCUTS if getattr(args, k, None) is not None]
-        if given or args.set or args.config or args.preset or args.name:
+        given = [k for k in _SHORTCUTS if k != "threads" and getattr(args, k, None) is not None]
+        if given or args.set or args.config or args.preset or args.name or args.overwrite:
             raise MechgrokError("--resume continues a run with its own saved config; "
-                                "drop the other settings")
+                                "drop the other settings (only --threads may change: the result "
+                                "is bit-identical to an uninterrupted run only with the same "
+                                "thread count)")
         path = resolve_run_path(args.resume, args.out_dir)
         from mechgrok.training import resume
 
-        res = resume(path, progress=progress)
+        res = resume(path, progress=progress, threads=args.threads)
         if res.status == "already-finished":
             print(f"run {path} had already finished; nothing to do")
-            return 0
+            return _check_diverged(res)
         _print_result(res)
-        return 0
+        return _check_diverged(res)
 
     from mechgrok.config import resolve_config
 
     cfg = resolve_config(args.preset, args.config, _overrides(args))  # validate before torch loads
+    path = _run_path(args, cfg)
     from mechgrok.training import train
 
-    path = Path(args.out_dir) / (args.name or cfg.run_id())
-    if args.overwrite:
-        _remove_run_dir(path)
     res = train(cfg, path, progress=progress)
     _print_result(res)
-    return 0
+    return _check_diverged(res)
 
 
 def cmd_probes(args: argparse.Namespace) -> int:
@@ -217,6 +230,8 @@ def print_analysis(res: Any) -> None:
     kf = s.get("key_frequencies", {})
     if "not_applicable" in kf:
         print(f"key frequencies: n/a ({kf['not_applicable']})")
+    elif "error" in kf:
+        print(f"key frequencies: error ({kf['error']})")
     elif kf:
         print(f"key frequencies at epoch {kf['epoch']}: neuron clusters {_fmt_freqs(kf['neurons'])}"
               f" | embedding {_fmt_freqs(kf['embedding'])} | logit map {_fmt_freqs(kf['logit_map'])}")
@@ -319,21 +334,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Train (or pick up) a run, analyse it, write its report: the main job in one command."""
-    from pathlib import Path
 
     from mechgrok.config import resolve_config
 
     cfg = resolve_config(args.preset, args.config, _overrides(args))  # validate before torch loads
-    path = Path(args.out_dir) / (args.name or cfg.run_id())
+    path = _run_path(args, cfg)
     progress = None if args.progress is None else args.progress
-    if args.overwrite:
-        _remove_run_dir(path)
+    from mechgrok.store import existing_run
     from mechgrok.training import resume, train
 
-    if path.exists() and any(path.iterdir()):
-        from mechgrok.store import Run
-
-        run = Run(path)
+    run = existing_run(path)
+    if run is not None:
         if run.config.to_dict() != cfg.to_dict():
             raise MechgrokError(f"{path} holds a run with a different config; pick another "
                                 f"--name, or --overwrite to replace it")
@@ -343,7 +354,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             _print_result(res)
     else:
-        _print_result(train(cfg, path, progress=progress))
+        res = train(cfg, path, progress=progress)
+        _print_result(res)
+    if _check_diverged(res):
+        return 1
     from mechgrok.analysis import analyze
     from mechgrok.report import write_report
 
@@ -590,8 +604,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("mechgrok: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # permissions, read-only disks, …: say which file and why
-        where = f" {e.filename}" if e.filename else ""
-        print(f"mechgrok: error:{where}: {e.strerror or e}", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"mechgrok: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
 
 

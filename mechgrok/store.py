@@ -30,6 +30,9 @@ import hashlib
 import json
 import os
 import platform
+import re
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +51,23 @@ SPLIT_FILE = "split.safetensors"
 RESUME_PREFIX = "resume_epoch_"
 LOCK_FILE = "run.lock"
 CKPT_DIR = "ckpt"
+ANALYSIS_DIR = "analysis"
+ANALYSIS_LOCK_FILE = "analyze.lock"
+#: a run whose manifest says one of these needs no more training (one definition: ``train
+#: --resume``, ``run``, sweeps and the vmapped trainer all read it)
+FINAL_STATUSES = ("finished", "grokked", "diverged")
+
+#: a run name (and a sweep name): one path component, so it always lands inside its out-dir
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_CKPT_FILE_RE = re.compile(rf"^{CKPT_DIR}/epoch_\d{{7}}\.safetensors$")
+_RESUME_FILE_RE = re.compile(rf"^{RESUME_PREFIX}\d{{7}}\.safetensors$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+# the temporary names atomic_write_bytes gives (mkstemp: ".<name>.<8 random chars>.tmp") for the
+# files mechgrok writes into a run directory: the only strays it may ever delete
+_OWN_TMP_RE = re.compile(
+    r"^\.(config\.json|manifest\.json|metrics\.jsonl|split\.safetensors|epoch_\d{7}\.safetensors|"
+    rf"{RESUME_PREFIX}\d{{7}}\.safetensors)\.[A-Za-z0-9_]{{8}}\.tmp$")
+_HASH_CHUNK = 1 << 20
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -85,16 +105,32 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno in _NO_SPACE:
             raise DiskFullError(
-                f"no space left to write {path} ({os.strerror(e.errno)}); the run directory's "
-                f"earlier checkpoints are intact: free some space, then continue with "
-                f"`mechgrok train --resume {path.parent if path.parent.name != CKPT_DIR else path.parent.parent}`"
+                f"no space left to write {path} ({os.strerror(e.errno)}); what was written "
+                f"before is intact: free some space, then run the same command again"
             ) from None
         raise
     _fsync_dir(path.parent)
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None: mechgrok's JSON files are standard
+    JSON (no ``NaN``/``Infinity`` tokens, which ``JSON.parse``, jq and most tools refuse)."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_dumps(obj: Any, **kw: Any) -> str:
+    """Standard JSON (non-finite floats written as null)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kw)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (json_dumps(obj, indent=2) + "\n").encode())
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -169,6 +205,98 @@ def resolve_run_path(run: str | Path, root: str | Path = "checkpoints") -> Path:
     raise RunDirError(f"run directory {str(run)!r} not found (looked in . and {root}/)")
 
 
+def check_name(name: str, what: str = "run name") -> str:
+    """A run (or sweep) name must be one path component: letters, digits, ``.``, ``_``, ``-``,
+    not starting with ``.`` (so ``.``, ``..``, ``a/b`` and absolute paths are refused)."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise RunDirError(f"{what} {name!r} must be a single folder name of letters, digits, '.', "
+                          f"'_' or '-' that does not start with '.' (it names a folder inside "
+                          f"the output folder)")
+    return name
+
+
+def run_dir(out_dir: str | Path, name: str) -> Path:
+    """Where the run called ``name`` lives under ``out_dir`` (always inside it)."""
+    return Path(out_dir) / check_name(name)
+
+
+def _inside(run_path: Path, rel: Any, what: str, where: Path) -> Path:
+    """``run_path / rel`` after checking that ``rel`` stays inside the run (no absolute path, no
+    ``..``, no symlink leading out)."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel:
+        raise RunDirError(f"{where}: {what} {rel!r} is not a relative path inside the run")
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise RunDirError(f"{where}: {what} {rel!r} leaves the run directory")
+    full = run_path / rel
+    try:
+        inside = full.resolve().is_relative_to(run_path.resolve())
+    except OSError:
+        inside = False
+    if not inside:
+        raise RunDirError(f"{where}: {what} {rel!r} resolves outside the run directory")
+    return full
+
+
+def _is_nonneg_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_entry(e: Any, where: Path, what: str, pattern: re.Pattern[str],
+                 keys: tuple[str, ...]) -> None:
+    if not isinstance(e, dict):
+        raise RunDirError(f"{where}: {what} is not a JSON object")
+    missing = [k for k in keys if k not in e]
+    if missing:
+        raise RunDirError(f"{where}: {what} has no {', '.join(missing)}")
+    for k in keys:
+        if k in ("file", "sha256"):
+            continue
+        if not _is_nonneg_int(e[k]):
+            raise RunDirError(f"{where}: {what} has {k} {e[k]!r}, not a non-negative integer")
+    if not isinstance(e["sha256"], str) or not _SHA_RE.match(e["sha256"]):
+        raise RunDirError(f"{where}: {what} has sha256 {e['sha256']!r}, not 64 hex digits")
+    if not isinstance(e["file"], str) or not pattern.match(e["file"]):
+        raise RunDirError(f"{where}: {what} names file {e['file']!r}, which is not a name "
+                          f"mechgrok writes there")
+
+
+def validate_manifest(manifest: dict[str, Any], path: Path, run_path: Path) -> None:
+    """Refuse a manifest whose entries are missing, mistyped or point outside the run (one line,
+    naming the file). Every path the manifest names is confined to the run directory."""
+    if manifest.get("kind") != MANIFEST_KIND:
+        raise RunDirError(f"{path} is not a mechgrok manifest")
+    v = manifest.get("schema_version")
+    if not _is_nonneg_int(v) or v > MANIFEST_SCHEMA_VERSION:
+        raise RunDirError(f"{path} has schema version {v!r}, which this mechgrok does not read "
+                          f"({MANIFEST_SCHEMA_VERSION}); upgrade mechgrok")
+    if not isinstance(manifest.get("status"), str):
+        raise RunDirError(f"{path}: status is missing or not a string")
+    split = manifest.get("split_sha256")
+    if not isinstance(split, str) or not _SHA_RE.match(split):
+        raise RunDirError(f"{path}: split_sha256 is missing or not 64 hex digits, so the run's "
+                          f"train/test split cannot be verified")
+    cks = manifest.get("checkpoints")
+    if not isinstance(cks, list):
+        raise RunDirError(f"{path}: checkpoints is missing or not a list")
+    last = -1
+    for i, c in enumerate(cks):
+        _check_entry(c, path, f"checkpoint entry {i}", _CKPT_FILE_RE,
+                     ("epoch", "step", "file", "size", "sha256"))
+        if c["epoch"] <= last:
+            raise RunDirError(f"{path}: checkpoint entry {i} (epoch {c['epoch']}) is out of order")
+        if c["file"] != f"{CKPT_DIR}/epoch_{c['epoch']:07d}.safetensors":
+            raise RunDirError(f"{path}: checkpoint entry {i} names {c['file']!r} for epoch "
+                              f"{c['epoch']}")
+        last = c["epoch"]
+        _inside(run_path, c["file"], f"checkpoint entry {i}", path)
+    r = manifest.get("resume")
+    if r is not None:
+        _check_entry(r, path, "the resume entry", _RESUME_FILE_RE,
+                     ("epoch", "file", "size", "sha256"))
+        _inside(run_path, r["file"], "the resume entry", path)
+
+
 class Run:
     """A run directory, read-only: config, manifest, checkpoints (verified), metrics, split."""
 
@@ -185,12 +313,11 @@ class Run:
             )
         self.config = _read_config(cfg_path)
         self.manifest = _read_json(man_path, "manifest")
-        if self.manifest.get("kind") != MANIFEST_KIND:
-            raise RunDirError(f"{man_path} is not a mechgrok manifest")
+        validate_manifest(self.manifest, man_path, self.path)
 
     @property
     def id(self) -> str:
-        return self.path.name
+        return self.path.resolve().name
 
     @property
     def status(self) -> str:
@@ -218,19 +345,23 @@ class Run:
             ck = self.checkpoint(ck)
         return read_verified(self.path / ck.file, ck.size, ck.sha256)[0]
 
+    def load_into(self, model: Any, ck: CheckpointInfo | int | None = None) -> Any:
+        """Load a checkpoint into ``model`` after checking every tensor's name, shape and dtype
+        against the model this run's config builds; a mismatch is a :class:`CheckpointError`
+        naming the file (nothing reaches ``load_state_dict`` unchecked)."""
+        if not isinstance(ck, CheckpointInfo):
+            ck = self.checkpoint(ck)
+        state = self.load_state(ck)
+        check_tensors(state, model.state_dict(), f"checkpoint {self.path / ck.file}",
+                      "the model its run's config.json describes")
+        model.load_state_dict(state)
+        return model
+
     def load_model(self, ck: CheckpointInfo | int | None = None):
         """The hooked model at a checkpoint (the last one when None)."""
         from mechgrok.models import build_model
 
-        model = build_model(self.config)
-        state = self.load_state(ck)
-        missing = set(model.state_dict()) ^ set(state)
-        if missing:
-            name = ck.file if isinstance(ck, CheckpointInfo) else f"epoch {ck}"
-            raise CheckpointError(f"checkpoint {name} of run {self.id} does not match its config "
-                                  f"(parameters differ: {sorted(missing)[:4]})")
-        model.load_state_dict(state)
-        return model.eval()
+        return self.load_into(build_model(self.config), ck).eval()
 
     def iter_models(self) -> Iterator[tuple[CheckpointInfo, Any]]:
         for ck in self.checkpoints():
@@ -240,12 +371,32 @@ class Run:
         return read_metrics(self.path / METRICS_FILE)
 
     def split(self) -> tuple[Any, Any]:
-        """(train_idx, test_idx) as int64 tensors, verified against the manifest's hash."""
-        data = (self.path / SPLIT_FILE).read_bytes() if (self.path / SPLIT_FILE).is_file() else None
-        if data is None:
+        """(train_idx, test_idx) as int64 tensors: each a 1-D list of distinct pair indices, the
+        two disjoint and together every pair (verified against the manifest's hash by
+        :meth:`dataset`)."""
+        import torch
+
+        f = self.path / SPLIT_FILE
+        if not f.is_file():
             raise RunDirError(f"run {self.id} has no {SPLIT_FILE}")
-        tensors, _ = tensors_from_bytes(data, f"{self.path / SPLIT_FILE}")
-        return tensors["train_idx"], tensors["test_idx"]
+        n = self.config.task.n ** 2
+        limit = 16 * n + (1 << 16)  # two int64 lists of at most n entries, plus the header
+        size = f.stat().st_size
+        if size > limit:
+            raise CheckpointError(f"{f} is {size} bytes, far more than a split of {n} pairs "
+                                  f"takes; it was replaced")
+        tensors, _ = tensors_from_bytes(f.read_bytes(), str(f))
+        out = []
+        for key in ("train_idx", "test_idx"):
+            t = tensors.get(key)
+            if t is None or t.dtype != torch.int64 or t.ndim != 1:
+                raise CheckpointError(f"{f} has no 1-D int64 tensor {key!r}")
+            out.append(t)
+        both = torch.cat(out)
+        if len(both) != n or not torch.equal(torch.sort(both).values, torch.arange(n)):
+            raise CheckpointError(f"{f}: train_idx and test_idx must split the {n} pairs of "
+                                  f"{self.config.task.name} between them, each pair once")
+        return out[0], out[1]
 
     def dataset(self):
         """The task's dataset with this run's stored split (a :class:`~mechgrok.tasks.TaskData`)."""
@@ -257,51 +408,129 @@ class Run:
         data = make_dataset(t.name, t.p, t.frac_train, t.data_seed)
         train_idx, test_idx = self.split()
         data = dataclasses.replace(data, train_idx=train_idx.numpy(), test_idx=test_idx.numpy())
-        want = self.manifest.get("split_sha256")
-        if want and data.split_sha256() != want:
+        want = self.manifest["split_sha256"]  # validate_manifest made sure there is one
+        if data.split_sha256() != want:
             raise CheckpointError(f"{self.path / SPLIT_FILE} does not match the manifest's split "
                                   f"hash; the run directory was altered")
         return data
 
 
 def read_verified(path: Path, size: int | None, sha256: str | None) -> tuple[dict, dict]:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is missing")
-    data = path.read_bytes()
-    if size is not None and len(data) != size:
+    """A safetensors file's (tensors, metadata) after checking its size (before reading a byte)
+    and its SHA-256 (streamed), so a huge or damaged file is refused before it fills memory."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"checkpoint {path} is missing or not a regular file")
+    if size is not None and st.st_size != size:
         raise CheckpointError(
-            f"checkpoint {path} is {len(data)} bytes but the manifest says {size}: it is "
+            f"checkpoint {path} is {st.st_size} bytes but the manifest says {size}: it is "
             f"truncated or was replaced"
         )
-    if sha256 is not None and sha256_bytes(data) != sha256:
+    h = hashlib.sha256()
+    buf = bytearray()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            h.update(chunk)
+            buf += chunk
+            if size is not None and len(buf) > size:
+                raise CheckpointError(f"checkpoint {path} grew while it was read; run the "
+                                      f"command again once nothing writes to it")
+    if size is not None and len(buf) != size:
+        raise CheckpointError(f"checkpoint {path} is {len(buf)} bytes but the manifest says "
+                              f"{size}: it is truncated or was replaced")
+    if sha256 is not None and h.hexdigest() != sha256:
         raise CheckpointError(f"checkpoint {path} fails its SHA-256 check: it was altered or "
                               f"corrupted after it was written")
-    return tensors_from_bytes(data, f"checkpoint {path}")
+    return tensors_from_bytes(bytes(buf), f"checkpoint {path}")
+
+
+def check_tensors(got: dict[str, Any], want: dict[str, Any], what: str, against: str) -> None:
+    """Refuse tensors whose names, shapes or dtypes differ from ``want`` (name → tensor, or name
+    → (shape, dtype)): one line naming ``what`` and the first difference."""
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    if missing or extra:
+        bits = []
+        if missing:
+            bits.append(f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
+        if extra:
+            bits.append(f"unexpected {', '.join(extra[:3])}{' …' if len(extra) > 3 else ''}")
+        raise CheckpointError(f"{what} does not match {against} ({'; '.join(bits)})")
+    for name, w in want.items():
+        shape, dtype = (tuple(w.shape), w.dtype) if hasattr(w, "shape") else (tuple(w[0]), w[1])
+        t = got[name]
+        if tuple(t.shape) != shape or t.dtype != dtype:
+            raise CheckpointError(
+                f"{what} does not match {against}: {name} is {tuple(t.shape)} {t.dtype}, "
+                f"expected {shape} {dtype}")
+
+
+METRIC_NUMBERS = ("train_loss", "test_loss", "train_acc", "test_acc")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """``metrics.jsonl``: one object per evaluation, with integer ``epoch`` (increasing) and
+    ``step`` and numeric losses and accuracies (null is read as NaN: a diverged run's losses).
+    A damaged line is a :class:`RunDirError` naming the file and the line."""
     if not path.is_file():
         return []
-    out = []
-    for line in path.read_text().splitlines():
+    out: list[dict[str, Any]] = []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunDirError(f"cannot read {path}: {e}") from None
+    for i, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a torn last line (never written by mechgrok, but tolerate edited files)
+            m = json.loads(line)
+        except ValueError:
+            raise RunDirError(f"{path} line {i} is not JSON; the file was damaged or edited "
+                              f"(mechgrok writes it whole, atomically)") from None
+        if not isinstance(m, dict):
+            raise RunDirError(f"{path} line {i} is a {type(m).__name__}, not a JSON object")
+        for k in ("epoch", "step"):
+            if not _is_nonneg_int(m.get(k)):
+                raise RunDirError(f"{path} line {i}: {k} is {m.get(k)!r}, not a non-negative "
+                                  f"integer")
+        if out and m["epoch"] <= out[-1]["epoch"]:
+            raise RunDirError(f"{path} line {i}: epoch {m['epoch']} does not follow epoch "
+                              f"{out[-1]['epoch']}")
+        for k in (*METRIC_NUMBERS, "sum_sq_weights"):
+            v = m.get(k)
+            if v is None and k in m or k not in m and k == "sum_sq_weights":
+                m[k] = float("nan")
+            elif isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise RunDirError(f"{path} line {i}: {k} is {v!r}, not a number")
+        out.append(m)
     return out
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def _read_json(path: Path, what: str, limit: int = 64 << 20) -> dict[str, Any]:
     try:
+        if path.stat().st_size > limit:
+            raise RunDirError(f"the {what} {path} is larger than {limit >> 20} MiB; it is not a "
+                              f"file mechgrok wrote")
         obj = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise RunDirError(f"cannot read the {what} {path}: {e}") from None
     if not isinstance(obj, dict):
         raise RunDirError(f"the {what} {path} is not a JSON object")
     return obj
+
+
+def read_saved_config(run_path: Path) -> RunConfig | None:
+    """The config saved in ``run_path`` (None when it has no ``config.json``)."""
+    f = Path(run_path) / CONFIG_FILE
+    if not f.exists() and not f.is_symlink():
+        return None
+    if f.is_symlink() or not f.is_file():
+        raise RunDirError(f"{f} is not a regular file")
+    return _read_config(f)
 
 
 def _read_config(path: Path) -> RunConfig:
@@ -314,6 +543,195 @@ def _read_config(path: Path) -> RunConfig:
 # --------------------------------------------------------------------------------------------
 # Writing a run
 # --------------------------------------------------------------------------------------------
+def try_lock(lock_path: Path, busy: str, *, create: bool = True) -> int | None:
+    """Take the ``flock`` on ``lock_path`` without waiting; returns its fd (None when ``create``
+    is False and there is no lock file). A lock held by another process is a
+    :class:`RunDirError` saying ``busy``. The one lock of the run directory and of its analysis."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(lock_path, flags, 0o644)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirError(busy) from None
+    return fd
+
+
+def release_lock(fd: int | None) -> None:
+    if fd is not None and fd >= 0:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _busy(path: Path) -> str:
+    return (f"run directory {path} is in use by another mechgrok process; wait for it to "
+            f"finish or stop it before training into this directory")
+
+
+def is_locked(path: Path) -> bool:
+    """Whether another process holds the run's training lock or its analysis lock."""
+    for lock in (path / LOCK_FILE, path / ANALYSIS_DIR / ANALYSIS_LOCK_FILE):
+        try:
+            fd = try_lock(lock, "", create=False)
+        except RunDirError:
+            return True
+        except OSError:
+            continue
+        release_lock(fd)
+    return False
+
+
+# what mechgrok itself writes into a run directory, and so what it may remove with it
+_OWN_TOP = {CONFIG_FILE, MANIFEST_FILE, METRICS_FILE, SPLIT_FILE, LOCK_FILE, CKPT_DIR,
+            ANALYSIS_DIR}
+_OWN_ANALYSIS = {"measures.jsonl", "summary.json", "arrays", ANALYSIS_LOCK_FILE,
+                 "sweep_done.json"}
+_OWN_CKPT_RE = re.compile(r"^epoch_\d{7}\.safetensors$")
+_OWN_ARRAYS_RE = re.compile(r"^epoch_\d{7}\.safetensors$")
+_ANY_TMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def _foreign_entries(path: Path) -> list[str]:
+    """Entries of a run directory that mechgrok did not write (or that are symlinks)."""
+    out: list[str] = []
+
+    def scan(folder: Path, allowed: Any) -> None:
+        for f in sorted(folder.iterdir()):
+            rel = f.relative_to(path).as_posix()
+            if f.is_symlink():
+                out.append(rel)
+            elif not allowed(f):
+                out.append(rel)
+
+    scan(path, lambda f: f.name in _OWN_TOP or _ANY_TMP_RE.match(f.name)
+         or (f.is_file() and _RESUME_FILE_RE.match(f.name)))
+    for name, rule in ((CKPT_DIR, _OWN_CKPT_RE), (ANALYSIS_DIR, None)):
+        folder = path / name
+        if folder.is_dir() and not folder.is_symlink():
+            if rule is not None:
+                scan(folder, lambda f, r=rule: f.is_file() and (r.match(f.name)
+                                                                 or _ANY_TMP_RE.match(f.name)))
+            else:
+                scan(folder, lambda f: f.name in _OWN_ANALYSIS or _ANY_TMP_RE.match(f.name))
+                arrays = folder / "arrays"
+                if arrays.is_dir() and not arrays.is_symlink():
+                    scan(arrays, lambda f: f.is_file() and (_OWN_ARRAYS_RE.match(f.name)
+                                                            or _ANY_TMP_RE.match(f.name)))
+    return out
+
+
+def _own_kind(f: Path, kind: str) -> bool:
+    try:
+        return f.is_file() and not f.is_symlink() and f.stat().st_size < (64 << 20) \
+            and json.loads(f.read_text()).get("kind") == kind
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory mechgrok created: a real folder (not a symlink) holding a mechgrok
+    ``config.json`` or ``manifest.json``."""
+    from mechgrok.config import CONFIG_KIND
+
+    return path.is_dir() and not path.is_symlink() and (
+        _own_kind(path / MANIFEST_FILE, MANIFEST_KIND) or _own_kind(path / CONFIG_FILE, CONFIG_KIND))
+
+
+def remove_run_dir(path: Path) -> list[str] | None:
+    """``--overwrite``: remove the run directory at ``path`` and return what was removed (None
+    when there was nothing there).
+
+    Only ever removes a mechgrok run directory holding nothing but what mechgrok writes: a
+    symlink, a folder that is not a run, a run with files of someone else's (notes, a backup
+    checkpoint), or a run that another process is training or analysing is refused, with
+    nothing deleted."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return None
+    if path.is_symlink() or not path.is_dir():
+        raise RunDirError(f"{path} is not a folder mechgrok created (it is a symlink or a "
+                          f"file); --overwrite removes only mechgrok run directories")
+    if not any(path.iterdir()):
+        path.rmdir()
+        return [str(path)]
+    if not is_run_dir(path) and not _is_stillborn(path):
+        raise RunDirError(f"{path} is not a mechgrok run directory; --overwrite removes only "
+                          f"mechgrok run directories: move it away or choose another --name")
+    foreign = _foreign_entries(path)
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise RunDirError(f"{path} holds files mechgrok did not write ({', '.join(foreign[:3])}"
+                          f"{more}); move them out of the run directory first, nothing was "
+                          f"removed")
+    fds: list[int | None] = []
+    try:
+        fds.append(try_lock(path / LOCK_FILE, _busy(path), create=False))
+        fds.append(try_lock(path / ANALYSIS_DIR / ANALYSIS_LOCK_FILE,
+                            f"{path} is being analysed by another process; wait for it to "
+                            f"finish before replacing it", create=False))
+        removed = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+        # rename first, so a kill halfway leaves no half-deleted run under the run's name
+        trash = path.parent / f".{path.name}.removing.{os.getpid()}"
+        os.rename(path, trash)
+        shutil.rmtree(trash)
+    finally:
+        for fd in fds:
+            release_lock(fd)
+    return [f"{path}/{r}" for r in removed]
+
+
+def _is_stillborn(path: Path) -> bool:
+    """A run directory killed before its first checkpoint: nothing in it but an empty
+    ``ckpt/``, the lock, the config, the split, mechgrok's temporary files and possibly a
+    manifest naming no checkpoint and a ``metrics.jsonl``. (Runs created by this version appear
+    whole, by a rename; older ones, or a kill between the manifest and the epoch-0 checkpoint,
+    can leave this.)"""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    man = path / MANIFEST_FILE
+    if man.exists():
+        try:
+            m = json.loads(man.read_text()) if man.stat().st_size < (1 << 20) else None
+        except (OSError, ValueError):
+            return False
+        if not (isinstance(m, dict) and m.get("kind") == MANIFEST_KIND
+                and m.get("checkpoints") == [] and not m.get("resume")):
+            return False
+    allowed = {CKPT_DIR, LOCK_FILE, CONFIG_FILE, SPLIT_FILE, MANIFEST_FILE, METRICS_FILE}
+    for f in path.iterdir():
+        if f.is_symlink() or not (f.name in allowed or _OWN_TMP_RE.match(f.name)):
+            return False
+    ck = path / CKPT_DIR
+    return not ck.exists() or (ck.is_dir() and not ck.is_symlink() and not any(ck.iterdir()))
+
+
+def existing_run(path: Path) -> Run | None:
+    """The run at ``path``, or None when there is nothing to continue there (no folder, an empty
+    one, or one killed before its first manifest, which is cleared for a fresh start)."""
+    path = Path(path)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return None
+    if _is_stillborn(path):
+        fd = try_lock(path / LOCK_FILE, _busy(path), create=False)
+        try:
+            for f in path.iterdir():
+                if f.is_dir():
+                    f.rmdir()
+                else:
+                    f.unlink()  # the lock file too: a lock held by fd survives its unlinking
+        finally:
+            release_lock(fd)
+        return None
+    return Run(path)
+
+
 class RunWriter:
     """Creates or reopens a run directory for training; holds its lock until :meth:`close`."""
 
@@ -326,15 +744,8 @@ class RunWriter:
     # -- opening -------------------------------------------------------------------------------
     @staticmethod
     def _lock(path: Path) -> int:
-        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunDirError(
-                f"run directory {path} is in use by another mechgrok process; wait for it to "
-                f"finish or stop it before training into this directory"
-            ) from None
+        fd = try_lock(path / LOCK_FILE, _busy(path))
+        assert fd is not None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         return fd
@@ -342,18 +753,25 @@ class RunWriter:
     @classmethod
     def create(cls, path: Path, config: RunConfig, split_tensors: dict[str, Any],
                split_sha256: str) -> RunWriter:
+        """A new run directory at ``path`` (absent, empty, or killed before its first manifest).
+
+        The directory is built under a temporary name beside ``path`` (config, split, manifest)
+        and renamed into place, so ``path`` never holds a run without its manifest."""
         path = Path(path)
-        if path.exists() and any(path.iterdir()):
+        if existing_run(path) is not None:
             raise RunDirError(
                 f"{path} already exists; continue it with `mechgrok train --resume {path}`, or "
                 f"choose another --name (or --overwrite to replace it)"
             )
-        path.mkdir(parents=True, exist_ok=True)
-        (path / CKPT_DIR).mkdir(exist_ok=True)
-        fd = cls._lock(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clear_stale_builds(path)
+        build = Path(tempfile.mkdtemp(prefix=f".{path.name}.new-", dir=path.parent))
+        fd = -1
         try:
-            atomic_write_json(path / CONFIG_FILE, config.to_dict())
-            atomic_write_bytes(path / SPLIT_FILE, tensors_to_bytes(split_tensors))
+            (build / CKPT_DIR).mkdir()
+            fd = cls._lock(build)
+            atomic_write_json(build / CONFIG_FILE, config.to_dict())
+            atomic_write_bytes(build / SPLIT_FILE, tensors_to_bytes(split_tensors))
             manifest = {
                 "kind": MANIFEST_KIND,
                 "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -364,11 +782,26 @@ class RunWriter:
                 "checkpoints": [],
                 "resume": None,
             }
-            w = cls(path, manifest, fd)
+            w = cls(build, manifest, fd)
             w.write_manifest()
             w.write_metrics()
+            if path.exists():
+                path.rmdir()  # empty (existing_run cleared a stillborn one); refuses otherwise
+            os.rename(build, path)
+            _fsync_dir(path.parent)
+            w.path = path
+        except OSError as e:
+            release_lock(fd)
+            with contextlib.suppress(OSError):
+                shutil.rmtree(build)
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise RunDirError(f"{path} was created by another process meanwhile; continue it "
+                                  f"with `mechgrok train --resume {path}`") from None
+            raise
         except BaseException:
-            os.close(fd)
+            release_lock(fd)
+            with contextlib.suppress(OSError):
+                shutil.rmtree(build)
             raise
         return w
 
@@ -376,16 +809,17 @@ class RunWriter:
     def reopen(cls, path: Path) -> RunWriter:
         run = Run(path)  # validates config and manifest
         fd = cls._lock(run.path)
-        w = cls(run.path, run.manifest, fd)
-        w.metrics = run.metrics()
+        try:
+            w = cls(run.path, Run(path).manifest, fd)  # re-read under the lock
+            w.metrics = run.metrics()
+        except BaseException:
+            release_lock(fd)
+            raise
         return w
 
     def close(self) -> None:
-        if self._lock_fd >= 0:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                os.close(self._lock_fd)
-            self._lock_fd = -1
+        release_lock(self._lock_fd)
+        self._lock_fd = -1
 
     def __enter__(self) -> RunWriter:
         return self
@@ -398,7 +832,7 @@ class RunWriter:
         atomic_write_json(self.path / MANIFEST_FILE, self.manifest)
 
     def write_metrics(self) -> None:
-        body = "".join(json.dumps(m) + "\n" for m in self.metrics)
+        body = "".join(json_dumps(m) + "\n" for m in self.metrics)
         atomic_write_bytes(self.path / METRICS_FILE, body.encode())
 
     def write_checkpoint(self, epoch: int, step: int, state: dict[str, Any],
@@ -432,20 +866,17 @@ class RunWriter:
                 os.unlink(self.path / old_resume)
 
     def remove_strays(self) -> None:
-        """Delete temporary files and checkpoint/resume files the manifest does not name (left
-        by a process killed between writing a file and the manifest that names it)."""
-        named = {c["file"] for c in self.manifest.get("checkpoints", [])}
-        if self.manifest.get("resume"):
-            named.add(self.manifest["resume"]["file"])
+        """Delete the temporary files of mechgrok's own atomic writes (``.<file>.<random>.tmp``,
+        left by a process killed mid-write) in the run directory and its ``ckpt/``.
+
+        Nothing else is removed: a checkpoint or resume file the manifest does not name (written
+        just before a crash) is left where it is and overwritten when training reaches that epoch
+        again; a user's own files are never touched; a symlinked folder is not entered."""
         for folder in (self.path, self.path / CKPT_DIR):
-            if not folder.is_dir():
+            if not folder.is_dir() or folder.is_symlink():
                 continue
             for f in folder.iterdir():
-                rel = f.relative_to(self.path).as_posix()
-                stray_tmp = f.name.startswith(".") and f.name.endswith(".tmp")
-                stray_ck = rel.startswith(f"{CKPT_DIR}/") and f.suffix == ".safetensors"
-                stray_resume = f.name.startswith(RESUME_PREFIX)
-                if (stray_tmp or stray_ck or stray_resume) and rel not in named:
+                if _OWN_TMP_RE.match(f.name) and f.is_file() and not f.is_symlink():
                     with contextlib.suppress(OSError):
                         f.unlink()
 
@@ -456,11 +887,46 @@ class RunWriter:
         self.write_manifest()
 
     def read_resume(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The resume file's (tensors, metadata), verified: size, SHA-256, and metadata with an
+        integer ``epoch``, ``step``, ``grok_streak``, a number ``elapsed_s`` and the shuffling
+        generator's state. The tensors' shapes are checked by the trainer, which knows them."""
         r = self.manifest.get("resume")
         if not r:
             raise CheckpointError(f"run {self.path} has no resume state yet; start it again")
-        tensors, meta = read_verified(self.path / r["file"], r["size"], r["sha256"])
+        f = self.path / r["file"]
+        tensors, meta = read_verified(f, r["size"], r["sha256"])
         try:
-            return tensors, json.loads(meta["resume"])
+            out = json.loads(meta["resume"])
         except (KeyError, ValueError):
-            raise CheckpointError(f"{self.path / r['file']} has no resume metadata") from None
+            raise CheckpointError(f"{f} has no resume metadata") from None
+        if not isinstance(out, dict):
+            raise CheckpointError(f"{f}: its resume metadata is not a JSON object")
+        for k in ("epoch", "step", "grok_streak"):
+            if not _is_nonneg_int(out.get(k)):
+                raise CheckpointError(f"{f}: resume metadata {k} is {out.get(k)!r}, not a "
+                                      f"non-negative integer")
+        v = out.get("elapsed_s")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise CheckpointError(f"{f}: resume metadata elapsed_s is {v!r}, not a number")
+        if "rng.shuffle" not in tensors:
+            raise CheckpointError(f"{f} has no shuffling generator state (rng.shuffle)")
+        if out["epoch"] != r["epoch"]:
+            raise CheckpointError(f"{f} holds the state of epoch {out['epoch']}, but the manifest "
+                                  f"says {r['epoch']}")
+        return tensors, out
+
+
+def _clear_stale_builds(path: Path) -> None:
+    """Remove half-built directories of ``path`` (``.<name>.new-*``) left by killed processes
+    (only when no process holds their lock)."""
+    for d in path.parent.glob(f".{path.name}.new-*"):
+        if not d.is_dir() or d.is_symlink() or _foreign_entries(d):
+            continue
+        try:
+            fd = try_lock(d / LOCK_FILE, "", create=False)
+        except (RunDirError, OSError):
+            continue
+        try:
+            shutil.rmtree(d)
+        finally:
+            release_lock(fd)

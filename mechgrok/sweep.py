@@ -59,6 +59,7 @@ from typing import Any
 
 from mechgrok.config import RunConfig, load_config_file, resolve_config
 from mechgrok.errors import ConfigError, MechgrokError, RunDirError
+from mechgrok.store import FINAL_STATUSES
 
 __all__ = [
     "DEFAULT_MAX_RUNS",
@@ -79,8 +80,6 @@ SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
 DEFAULT_MAX_RUNS = 1000
 DEFAULT_RETRIES = 2
-#: a run whose manifest says one of these needs no more training
-FINAL_STATUSES = ("finished", "grokked", "diverged")
 _SECTIONS = ("task", "model", "train")
 
 
@@ -283,10 +282,27 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
         raise RunDirError(f"cannot read {f}: {e}") from None
     if not isinstance(data, dict) or data.get("kind") != SWEEP_KIND:
         raise RunDirError(f"{f} is not a mechgrok sweep file")
-    if data.get("schema_version", 0) > SWEEP_SCHEMA_VERSION:
-        raise RunDirError(f"{f} was written by a newer mechgrok; upgrade mechgrok")
+    v = data.get("schema_version", 0)
+    if not isinstance(v, int) or isinstance(v, bool) or v > SWEEP_SCHEMA_VERSION:
+        raise RunDirError(f"{f} has schema version {v!r}, which this mechgrok does not read; "
+                          f"upgrade mechgrok")
+    from mechgrok.store import check_name
+
+    runs = data.get("runs", [])
+    if not isinstance(runs, list):
+        raise RunDirError(f"{f}: runs is not a list")
     data["path"] = p
-    for r in data.get("runs", []):
+    for i, r in enumerate(runs):
+        if not isinstance(r, dict) or not isinstance(r.get("run_id"), str):
+            raise RunDirError(f"{f}: run {i} has no run_id")
+        try:
+            check_name(r["run_id"], "run id")
+        except RunDirError as e:
+            raise RunDirError(f"{f}: run {i}: {e}") from None
+        for k, t in (("point", dict), ("state", str)):
+            if k in r and not isinstance(r[k], t):
+                raise RunDirError(f"{f}: run {i} ({r['run_id']}) has a {k} that is not a "
+                                  f"{t.__name__}")
         r["path"] = p / RUNS_DIR / r["run_id"]
     return data
 
@@ -309,12 +325,13 @@ def _write_sweep_file(sweep_dir: Path, spec: SweepSpec, points: Sequence[SweepPo
 
 
 def _existing_run(path: Path, cfg: RunConfig):
-    """The run already in ``path`` (None when there is none); refuses one of another config."""
-    if not path.exists() or not any(path.iterdir()):
-        return None
-    from mechgrok.store import Run
+    """The run already in ``path`` (None when there is none, or when it was killed before its
+    first checkpoint); refuses one of another config."""
+    from mechgrok.store import existing_run
 
-    run = Run(path)
+    run = existing_run(path)
+    if run is None:
+        return None
     if run.config.to_dict() != cfg.to_dict():
         raise RunDirError(f"{path} holds a run with a different config than the sweep's; move "
                           f"it away or remove it, then relaunch")
@@ -426,11 +443,6 @@ def _train_one(cfg: RunConfig, path: Path) -> None:
     from mechgrok.training import resume, train
 
     run = _existing_run(path, cfg)
-    if run is not None and not run.checkpoints():  # killed before its first checkpoint
-        import shutil
-
-        shutil.rmtree(path)
-        run = None
     if run is None:
         train(cfg, path, progress=False)
     else:

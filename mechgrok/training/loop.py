@@ -12,6 +12,7 @@ to one that was never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -26,7 +27,7 @@ from mechgrok.config import RunConfig
 from mechgrok.errors import MechgrokError, RunDirError
 from mechgrok.models import HookedModel, build_model
 from mechgrok.stability import GrokfastEMA, GrokfastMA, OrthoGrad
-from mechgrok.store import Run, RunWriter
+from mechgrok.store import CONFIG_FILE, FINAL_STATUSES, RunWriter
 from mechgrok.tasks import TaskData, make_dataset
 from mechgrok.training.losses import cross_entropy, loss_function
 from mechgrok.training.optim import (
@@ -88,20 +89,40 @@ def _freeze_biases(model: HookedModel) -> None:
 
 
 def train(cfg: RunConfig, path: str | Path, *, progress: bool | None = None,
-          on_eval: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train a new run into ``path`` (which must not exist or be empty)."""
+          on_eval: Callable[[dict[str, Any]], None] | None = None,
+          threads: int | None = None) -> TrainResult:
+    """Train a new run into ``path`` (which must not exist, be empty, or hold a run killed before
+    its first manifest, which is started again)."""
     data = make_dataset(cfg.task.name, cfg.task.p, cfg.task.frac_train, cfg.task.data_seed)
     split = {"train_idx": torch.from_numpy(data.train_idx), "test_idx": torch.from_numpy(data.test_idx)}
     writer = RunWriter.create(Path(path), cfg, split, data.split_sha256())
-    return _run(cfg, data, writer, resumed=False, progress=progress, on_eval=on_eval)
+    return _run(cfg, data, writer, resumed=False, progress=progress, on_eval=on_eval,
+                threads=threads)
 
 
 def resume(path: str | Path, *, progress: bool | None = None,
-           on_eval: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Continue an interrupted run from its last checkpoint."""
-    run = Run(path)
-    if run.status in ("finished", "grokked"):
-        return TrainResult(run.path, "already-finished", run.checkpoints()[-1].epoch,
+           on_eval: Callable[[dict[str, Any]], None] | None = None,
+           threads: int | None = None) -> TrainResult:
+    """Continue an interrupted run from its last checkpoint.
+
+    A run that has ended (:data:`~mechgrok.store.FINAL_STATUSES`: finished, grokked, diverged) is
+    not trained further (``status="already-finished"``). A run killed before its first checkpoint
+    is started again from its saved config. ``threads`` overrides the run's ``train.threads`` for
+    this process (a machine setting: the config is not changed; the result is bit-identical to an
+    uninterrupted run only with the same thread count)."""
+    from mechgrok.store import existing_run, read_saved_config
+
+    path = Path(path)
+    cfg_before = read_saved_config(path)  # None when there is none (or no folder)
+    run = existing_run(path)
+    if run is None:
+        if cfg_before is None:
+            raise RunDirError(f"{path} holds no run to resume (no {CONFIG_FILE}); start it with "
+                              f"`mechgrok train`")
+        return train(cfg_before, path, progress=progress, on_eval=on_eval, threads=threads)
+    if run.status in FINAL_STATUSES:
+        cks = run.checkpoints()
+        return TrainResult(run.path, "already-finished", cks[-1].epoch if cks else 0,
                            run.metrics()[-1] if run.metrics() else {}, 0.0)
     if not run.checkpoints():
         raise RunDirError(f"run {run.path} has no checkpoint to resume from; start it again")
@@ -111,17 +132,29 @@ def resume(path: str | Path, *, progress: bool | None = None,
     except BaseException:
         writer.close()
         raise
-    return _run(run.config, data, writer, resumed=True, progress=progress, on_eval=on_eval)
+    return _run(run.config, data, writer, resumed=True, progress=progress, on_eval=on_eval,
+                threads=threads)
 
 
 def _run(cfg: RunConfig, data: TaskData, writer: RunWriter, *, resumed: bool,
-         progress: bool | None, on_eval: Callable[[dict[str, Any]], None] | None) -> TrainResult:
+         progress: bool | None, on_eval: Callable[[dict[str, Any]], None] | None,
+         threads: int | None = None) -> TrainResult:
+    from mechgrok.errors import DiskFullError
+
     tc = cfg.train
     prev_threads = torch.get_num_threads()
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    if threads or tc.threads:
+        torch.set_num_threads(threads or tc.threads)
     try:
         return _loop(cfg, data, writer, resumed, progress, on_eval)
+    except DiskFullError as e:
+        with contextlib.suppress(MechgrokError, OSError):  # the manifest may not fit either
+            writer.set_status("interrupted")
+        cks = writer.manifest["checkpoints"]
+        upto = f"up to epoch {cks[-1]['epoch']} " if cks else ""
+        raise DiskFullError(f"{str(e).split('; ')[0]}; the run's checkpoints {upto}are intact: "
+                            f"free some space, then continue with "
+                            f"`mechgrok train --resume {writer.path}`") from None
     finally:
         writer.close()
         torch.set_num_threads(prev_threads)
@@ -140,6 +173,54 @@ def make_grokfast(params: list[torch.Tensor], tc: Any) -> GrokfastEMA | Grokfast
     if tc.grokfast == "ma":
         return GrokfastMA(params, window=tc.grokfast_window, lamb=tc.grokfast_lambda())
     return None
+
+
+def read_resume_checked(writer: RunWriter, cfg: RunConfig
+                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+    """The last checkpoint's parameters and the resume state of ``writer``'s run: (state,
+    resume tensors, resume metadata), every tensor's name, shape and dtype checked against what
+    ``cfg`` builds before any of it reaches a kernel. Damage is one :class:`CheckpointError`
+    naming the file."""
+    from mechgrok.errors import CheckpointError, ConfigError
+    from mechgrok.store import check_tensors, read_verified
+    from mechgrok.training.optim import check_optimizer_state
+
+    tc = cfg.train
+    model = build_model(cfg)
+    if tc.freeze_biases:
+        _freeze_biases(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    last = writer.manifest["checkpoints"][-1]
+    ck_file = writer.path / last["file"]
+    state, _ = read_verified(ck_file, last["size"], last["sha256"])
+    check_tensors(state, model.state_dict(), f"checkpoint {ck_file}",
+                  "the model its run's config.json describes")
+    rstate, meta = writer.read_resume()
+    rfile = writer.path / writer.manifest["resume"]["file"]
+    if meta["epoch"] != last["epoch"]:
+        raise RunDirError(f"run {writer.path}: resume state (epoch {meta['epoch']}) does not "
+                          f"match the last checkpoint (epoch {last['epoch']})")
+    unknown = sorted(k for k in rstate if not (k.startswith("optim.") or k == "rng.shuffle"
+                                               or k.startswith("grokfast.")))
+    if unknown:
+        raise CheckpointError(f"{rfile} holds tensors mechgrok does not write ({unknown[:3]})")
+    check_optimizer_state(rstate, params, tc, str(rfile))
+    rng = rstate["rng.shuffle"]
+    want = torch.Generator().get_state()
+    if rng.dtype != want.dtype or tuple(rng.shape) != tuple(want.shape):
+        raise CheckpointError(f"{rfile}: rng.shuffle is {tuple(rng.shape)} {rng.dtype}, not a "
+                              f"generator state ({tuple(want.shape)} {want.dtype})")
+    saved_gf = {k[len("grokfast."):]: v for k, v in rstate.items() if k.startswith("grokfast.")}
+    gfilter = make_grokfast(params, tc)
+    if gfilter is None and saved_gf:
+        raise CheckpointError(f"{rfile} holds Grokfast state, but the run's config has no "
+                              f"Grokfast filter")
+    if gfilter is not None:
+        try:
+            gfilter.load_tensors(saved_gf)
+        except (ValueError, TypeError, ConfigError) as e:
+            raise CheckpointError(f"{rfile}: {e}") from None
+    return state, rstate, meta
 
 
 def _loop(cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
@@ -165,15 +246,8 @@ def _loop(cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
     elapsed = 0.0
 
     if resumed:
-        from mechgrok.store import read_verified
-
-        last = writer.manifest["checkpoints"][-1]
-        state, _ = read_verified(writer.path / last["file"], last["size"], last["sha256"])
+        state, rstate, meta = read_resume_checked(writer, cfg)
         model.load_state_dict(state)
-        rstate, meta = writer.read_resume()
-        if meta["epoch"] != last["epoch"]:
-            raise RunDirError(f"run {writer.path}: resume state (epoch {meta['epoch']}) does not "
-                              f"match the last checkpoint (epoch {last['epoch']})")
         load_optimizer_state(opt, rstate)
         if gfilter is not None:
             gfilter.load_tensors({k[len("grokfast."):]: v for k, v in rstate.items()

@@ -57,3 +57,44 @@ def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
         _, idx, key = name.split(".", 2)
         state.setdefault(int(idx), {})[key] = t
     opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+
+
+def _state_keys(cfg: TrainConfig) -> tuple[str, ...]:
+    if cfg.optimizer in ("adamw", "adam"):
+        return ("step", "exp_avg", "exp_avg_sq")
+    return ("momentum_buffer",) if cfg.momentum else ()
+
+
+def check_optimizer_state(tensors: dict[str, torch.Tensor], params: list[torch.Tensor],
+                          cfg: TrainConfig, what: str) -> None:
+    """Refuse saved optimiser state that does not fit ``params`` under ``cfg`` before it reaches
+    an optimiser kernel (a wrongly shaped tensor would crash the fused AdamW step in native
+    code). Each parameter's state is absent (never stepped: no gradient yet) or complete, with
+    the parameter's shape and dtype (the step count: a float32 scalar)."""
+    from mechgrok.errors import CheckpointError
+
+    keys = _state_keys(cfg)
+    seen: dict[int, set[str]] = {}
+    for name, t in tensors.items():
+        if not name.startswith("optim."):
+            continue
+        parts = name.split(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in keys:
+            raise CheckpointError(f"{what}: {name!r} is not optimiser state of a "
+                                  f"{cfg.optimizer} optimiser")
+        idx = int(parts[1])
+        if idx >= len(params):
+            raise CheckpointError(f"{what}: {name!r} names parameter {idx}, but the model has "
+                                  f"{len(params)} trained parameters")
+        p = params[idx]
+        shape, dtype = ((), torch.float32) if parts[2] == "step" else (tuple(p.shape), p.dtype)
+        if tuple(t.shape) != shape or t.dtype != dtype:
+            raise CheckpointError(f"{what}: {name} is {tuple(t.shape)} {t.dtype}, expected "
+                                  f"{shape} {dtype}")
+        if parts[2] == "step" and not (torch.isfinite(t) and t >= 0):
+            raise CheckpointError(f"{what}: {name} is {float(t)}, not a step count")
+        seen.setdefault(idx, set()).add(parts[2])
+    for idx, got in seen.items():
+        if got != set(keys):
+            raise CheckpointError(f"{what}: the optimiser state of parameter {idx} is incomplete "
+                                  f"(has {sorted(got)}, needs {list(keys)})")

@@ -117,7 +117,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from mechgrok.config import RunConfig
 from mechgrok.errors import CheckpointError, ConfigError, MechgrokError, RunDirError
 from mechgrok.models import HookedModel, build_model
-from mechgrok.store import Run, RunWriter, read_verified
+from mechgrok.store import FINAL_STATUSES, Run, RunWriter, existing_run
 from mechgrok.tasks import TaskData, make_dataset
 from mechgrok.training.loop import (
     GROK_ACC,
@@ -127,6 +127,7 @@ from mechgrok.training.loop import (
     batch_geometry,
     dataset_tensors,
     make_grokfast,
+    read_resume_checked,
 )
 from mechgrok.training.losses import cross_entropy, loss_function
 from mechgrok.training.optim import (
@@ -139,7 +140,6 @@ from mechgrok.training.optim import (
 
 __all__ = ["orthogonalize_stacked_", "train_seeds"]
 
-FINISHED = ("finished", "grokked")
 EVAL_CHUNK = 1 << 15  # rows per seed per evaluation forward, as loop.evaluate
 
 
@@ -167,15 +167,15 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], paths: Sequence[str | Path
     unfinished: dict[int, list[int]] = {}  # last checkpoint epoch -> indices
     runs: dict[int, Run] = {}
     for k, (c, path) in enumerate(zip(cfgs, paths)):
-        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        run = existing_run(path)
+        if run is None:
             new.append(k)
             continue
-        run = Run(path)
         if run.config.to_dict() != c.to_dict():
             raise RunDirError(f"{path} holds a run of another config "
                               f"({_config_difference(run.config, c)}) than seed {seeds[k]} of "
                               f"this one; choose another path or move that run away")
-        if run.status in FINISHED:
+        if run.status in FINAL_STATUSES:
             cks = run.checkpoints()
             results[k] = TrainResult(run.path, "already-finished", cks[-1].epoch if cks else 0,
                                      run.metrics()[-1] if run.metrics() else {}, 0.0)
@@ -401,18 +401,10 @@ def _train_group(cfgs: list[RunConfig], writers: list[RunWriter], data: TaskData
         rstates = []
         metas = []
         for k, w in enumerate(writers):
-            last = w.manifest["checkpoints"][-1]
-            state, _ = read_verified(w.path / last["file"], last["size"], last["sha256"])
-            if set(state) != set(state_keys):
-                raise CheckpointError(f"checkpoint {last['file']} of run {w.path} does not match "
-                                      f"its config (parameters differ)")
+            state, rstate, meta = read_resume_checked(w, cfgs[k])
             with torch.no_grad():
                 for n in state_keys:
                     source[n][k].copy_(state[n])
-            rstate, meta = w.read_resume()
-            if meta["epoch"] != last["epoch"]:
-                raise RunDirError(f"run {w.path}: resume state (epoch {meta['epoch']}) does not "
-                                  f"match the last checkpoint (epoch {last['epoch']})")
             rstates.append(rstate)
             metas.append(meta)
         if len({(int(m["epoch"]), int(m["step"])) for m in metas}) != 1:
