@@ -451,3 +451,23 @@ def test_os_error_has_one_colon(tmp_path: Path) -> None:
                 "--no-progress")
     assert r.returncode != 0
     assert "error::" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_full_disk_during_analyze_gives_the_right_advice(trained: Path, tmp_path: Path) -> None:
+    from tests.test_training import _small_disk
+
+    size = sum(p.stat().st_size for p in trained.rglob("*") if p.is_file())
+    with _small_disk(tmp_path / "disk", size // 1024 + 200) as disk:
+        run = _copy(trained, disk / "r")
+        with contextlib.suppress(OSError):  # fill what is left
+            with open(disk / "filler", "wb") as fh:
+                while True:
+                    fh.write(b"\0" * 4096)
+                    fh.flush()
+        before = _tree(run)
+        r = run_cli("analyze", str(run), "--no-progress")
+        assert r.returncode == 3, r
+        assert_one_line_error(r, "no space left", "run the same command again")
+        assert "--resume" not in r.stderr
+        after = _tree(run)
+        assert {k: v for k, v in after.items() if k in before} == before
