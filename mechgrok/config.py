@@ -13,8 +13,11 @@ overrides (the CLI's flags). See :func:`resolve_config`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,6 +42,17 @@ __all__ = [
 CONFIG_KIND = "mechgrok.run_config"
 CONFIG_SCHEMA_VERSION = 1
 
+#: seeds (``train.seed``, ``task.data_seed``) are 0 … MAX_SEED: an int64 that torch's
+#: ``Generator.manual_seed`` takes, also after the loop adds 1_000_003 for its shuffling generator,
+#: and that TOML can write
+MAX_SEED = 2**63 - 1
+#: ``train.threads`` above this is refused (torch accepts more, then OpenMP crashes: 100000 segfaults)
+MAX_THREADS = 1024
+#: sizes and counts (widths, layers, epochs, intervals, batch size) stay below int32 overflow;
+#: whether the run fits in memory is :mod:`mechgrok.resources`' question
+MAX_SIZE = 2**31 - 1
+SECTIONS = ("task", "model", "train")
+
 Dtype = Literal["float32", "float64"]
 
 
@@ -53,6 +67,68 @@ def _is_int(v: Any) -> bool:
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    """``repr(v)``, cut to ``limit`` characters (a message stays one readable line)."""
+    r = repr(list(v) if isinstance(v, tuple) else v)
+    return r if len(r) <= limit else r[: limit - 1] + "…"
+
+
+def _type_name(v: Any) -> str:
+    return {list: "a list", dict: "a table", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "none"}.get(type(v), type(v).__name__)
+
+
+def _check_type(hint: Any, value: Any, name: str, shown: Any) -> None:
+    """Refuse a value of the wrong type for a field, naming the field (ranges come later).
+    ``shown`` is the value as the user wrote it."""
+    if not _fits(hint, value):
+        raise ConfigError(f"{name} must be {_describe(hint)}, got {_type_name(shown)}: "
+                          f"{_short(shown)}")
+
+
+def _fits(hint: Any, value: Any) -> bool:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return isinstance(value, str)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _is_int(value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(args[0], v) for v in value)
+        if len(args) != len(value):
+            return True  # a wrong length is the section's own check, with its own message
+        return all(_fits(a, v) for a, v in zip(args, value))
+    if type(None) in args:  # X | None
+        return value is None or any(_fits(a, value) for a in args if a is not type(None))
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin is tuple:
+        inner = args[0] if args else Any
+        return f"a list of {'integers' if inner is int else 'numbers'}"
+    if type(None) in args:
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + " or none"
+    return {str: "a string", bool: "true or false", int: "an integer", float: "a number"}.get(
+        hint, str(hint))
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
 
 
 class _Section:
@@ -70,8 +146,10 @@ class _Section:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]):
         if not isinstance(data, Mapping):
-            raise ConfigError(f"[{cls.section}] must be a table of settings, got {data!r}")
-        hints = get_type_hints(cls)
+            raise ConfigError(f"[{cls.section}] must be a table of settings "
+                              f"({cls.section}.field = value), got {_type_name(data)}: "
+                              f"{_short(data)}")
+        hints = _hints(cls)
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - known)
         if unknown:
@@ -81,7 +159,13 @@ class _Section:
                 f"allowed in [{cls.section}]: {', '.join(sorted(known))}"
             )
         kwargs = {k: _coerce(hints[k], v, f"{cls.section}.{k}") for k, v in data.items()}
+        for k, v in kwargs.items():
+            _check_type(hints[k], v, f"{cls.section}.{k}", data[k])
         return cls(**kwargs)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]  # type: ignore[arg-type]
 
     def replace(self, **changes: Any):
         return self.from_dict({**self.to_dict(), **changes})
@@ -123,6 +207,9 @@ class TaskConfig(_Section):
     def __post_init__(self) -> None:
         from mechgrok.tasks import get_task
 
+        _check(isinstance(self.name, str),
+               f"task.name must be a string (a task name; see `mechgrok tasks`), got "
+               f"{_type_name(self.name)}: {_short(self.name)}")
         task = get_task(self.name)
         if not task.modular and self.p is not None:
             object.__setattr__(self, "p", None)
@@ -131,8 +218,9 @@ class TaskConfig(_Section):
             _is_num(self.frac_train) and 0.0 < self.frac_train < 1.0,
             f"task.frac_train must be strictly between 0 and 1, got {self.frac_train!r}",
         )
-        _check(_is_int(self.data_seed) and self.data_seed >= 0,
-               f"task.data_seed must be a non-negative integer, got {self.data_seed!r}")
+        _check(_is_int(self.data_seed) and 0 <= self.data_seed <= MAX_SEED,
+               f"task.data_seed must be an integer from 0 to 2**63 - 1 ({MAX_SEED}), "
+               f"got {_short(self.data_seed)}")
 
     @property
     def n(self) -> int:
@@ -166,9 +254,13 @@ class TransformerConfig(_Section):
     init_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        _check(self.kind == "transformer", f"model.kind must be 'transformer' here, got "
+                                           f"{_short(self.kind)}")
         for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp"):
             v = getattr(self, k)
-            _check(_is_int(v) and v >= 1, f"model.{k} must be a positive integer, got {v!r}")
+            _check(_is_int(v) and v >= 1, f"model.{k} must be a positive integer, got {_short(v)}")
+            _check(v <= MAX_SIZE, f"model.{k} = {v} is beyond any model mechgrok can build "
+                                  f"(at most {MAX_SIZE})")
         _check(self.act in ("relu", "gelu"), f"model.act must be 'relu' or 'gelu', got {self.act!r}")
         _check(_is_num(self.attn_alpha) and 0.0 <= self.attn_alpha <= 1.0,
                f"model.attn_alpha must be in [0, 1], got {self.attn_alpha!r}")
@@ -203,10 +295,14 @@ class MLPConfig(_Section):
                f"model.embed must be 'learned' or 'onehot', got {self.embed!r}")
         _check(self.combine in ("concat", "sum"),
                f"model.combine must be 'concat' or 'sum', got {self.combine!r}")
-        _check(_is_int(self.d_embed) and self.d_embed >= 1,
-               f"model.d_embed must be a positive integer, got {self.d_embed!r}")
-        _check(isinstance(self.hidden, tuple) and all(_is_int(h) and h >= 1 for h in self.hidden),
-               f"model.hidden must be a list of positive widths, got {self.hidden!r}")
+        _check(self.kind == "mlp", f"model.kind must be 'mlp' here, got {_short(self.kind)}")
+        _check(_is_int(self.d_embed) and 1 <= self.d_embed <= MAX_SIZE,
+               f"model.d_embed must be a positive integer (at most {MAX_SIZE}), "
+               f"got {_short(self.d_embed)}")
+        _check(isinstance(self.hidden, tuple) and 1 <= len(self.hidden) <= 10_000
+               and all(_is_int(h) and 1 <= h <= MAX_SIZE for h in self.hidden),
+               f"model.hidden must be a non-empty list of positive widths (each at most "
+               f"{MAX_SIZE}), got {_short(self.hidden)}")
         _check(self.act in ("relu", "gelu"), f"model.act must be 'relu' or 'gelu', got {self.act!r}")
         _check(isinstance(self.bias, bool), "model.bias must be true or false")
         _check(_is_num(self.init_scale) and self.init_scale > 0,
@@ -273,11 +369,12 @@ class TrainConfig(_Section):
                                               and math.isfinite(self.grokfast_lamb)
                                               and self.grokfast_lamb >= 0),
                f"train.grokfast_lamb must be a finite number ≥ 0, got {self.grokfast_lamb!r}")
-        _check(_is_int(self.grokfast_window) and self.grokfast_window >= 1,
+        _check(_is_int(self.grokfast_window) and 1 <= self.grokfast_window <= MAX_SIZE,
                f"train.grokfast_window must be a positive integer (a number of steps), "
                f"got {self.grokfast_window!r}")
-        _check(_is_int(self.epochs) and self.epochs >= 1,
-               f"train.epochs must be a positive integer, got {self.epochs!r}")
+        _check(_is_int(self.epochs) and 1 <= self.epochs <= MAX_SIZE,
+               f"train.epochs must be a positive integer (at most {MAX_SIZE}), "
+               f"got {_short(self.epochs)}")
         _check(self.optimizer in ("adamw", "adam", "sgd"),
                f"train.optimizer must be one of adamw, adam, sgd, got {self.optimizer!r}")
         _check(_is_num(self.lr) and self.lr > 0, f"train.lr must be positive, got {self.lr!r}")
@@ -289,28 +386,34 @@ class TrainConfig(_Section):
         _check(_is_num(self.eps) and self.eps > 0, f"train.eps must be positive, got {self.eps!r}")
         _check(_is_num(self.momentum) and 0 <= self.momentum < 1,
                f"train.momentum must be in [0, 1), got {self.momentum!r}")
-        _check(_is_int(self.warmup_steps) and self.warmup_steps >= 0,
+        _check(_is_int(self.warmup_steps) and 0 <= self.warmup_steps <= MAX_SIZE,
                f"train.warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
-        _check(self.batch_size is None or (_is_int(self.batch_size) and self.batch_size >= 1),
+        _check(self.batch_size is None or (_is_int(self.batch_size)
+                                           and 1 <= self.batch_size <= MAX_SIZE),
                f"train.batch_size must be a positive integer or none (full batch), "
                f"got {self.batch_size!r}")
         for k in ("loss_dtype", "model_dtype"):
             v = getattr(self, k)
             _check(v in ("float32", "float64"), f"train.{k} must be float32 or float64, got {v!r}")
         _check(isinstance(self.freeze_biases, bool), "train.freeze_biases must be true or false")
-        _check(_is_int(self.seed) and self.seed >= 0,
-               f"train.seed must be a non-negative integer, got {self.seed!r}")
+        _check(_is_int(self.seed) and 0 <= self.seed <= MAX_SEED,
+               f"train.seed must be an integer from 0 to 2**63 - 1 ({MAX_SEED}), "
+               f"got {_short(self.seed)}")
         for k in ("eval_every", "checkpoint_every", "dense_every"):
             v = getattr(self, k)
-            _check(_is_int(v) and v >= 1, f"train.{k} must be a positive integer, got {v!r}")
-        _check(_is_int(self.dense_until) and self.dense_until >= 0,
+            _check(_is_int(v) and 1 <= v <= MAX_SIZE,
+                   f"train.{k} must be a positive integer (at most {MAX_SIZE}), got {_short(v)}")
+        _check(_is_int(self.dense_until) and 0 <= self.dense_until <= MAX_SIZE,
                f"train.dense_until must be a non-negative integer, got {self.dense_until!r}")
         _check(self.stop_after_grok is None or (_is_int(self.stop_after_grok)
-                                                and self.stop_after_grok >= 1),
+                                                and 1 <= self.stop_after_grok <= MAX_SIZE),
                f"train.stop_after_grok must be a positive number of evaluations or none, "
                f"got {self.stop_after_grok!r}")
-        _check(self.threads is None or (_is_int(self.threads) and self.threads >= 1),
-               f"train.threads must be a positive integer or none, got {self.threads!r}")
+        _check(self.threads is None or (_is_int(self.threads)
+                                        and 1 <= self.threads <= MAX_THREADS),
+               f"train.threads must be a number of torch threads from 1 to {MAX_THREADS}, or "
+               f"none (torch's own choice; this machine has {os.cpu_count()} CPUs), "
+               f"got {_short(self.threads)}")
 
     def is_checkpoint_epoch(self, epoch: int) -> bool:
         """Whether the state *after* ``epoch`` epochs is checkpointed (0 = the initialisation)."""
@@ -336,6 +439,7 @@ class RunConfig:
         _check(isinstance(self.model, (TransformerConfig, MLPConfig)),
                "model must be a TransformerConfig or an MLPConfig")
         _check(isinstance(self.train, TrainConfig), "train must be a TrainConfig")
+        _check_preset_name(self.preset, allow_none=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -349,32 +453,70 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """A config from a dict of sections; a missing section or field takes its default.
+
+        For a run's saved ``config.json`` use :meth:`from_saved`, which refuses missing fields.
+        """
         if not isinstance(data, Mapping):
-            raise ConfigError(f"a run config must be a table, got {type(data).__name__}")
+            raise ConfigError(f"a run config must be a table, got {_type_name(data)}")
         data = dict(data)
         kind = data.pop("kind", CONFIG_KIND)
         version = data.pop("schema_version", CONFIG_SCHEMA_VERSION)
         if kind != CONFIG_KIND:
-            raise ConfigError(f"not a mechgrok run config (kind {kind!r})")
+            raise ConfigError(f"not a mechgrok run config (kind {_short(kind)})")
         if not _is_int(version) or version > CONFIG_SCHEMA_VERSION:
             raise ConfigError(
-                f"run config schema version {version!r} is newer than this mechgrok understands "
-                f"({CONFIG_SCHEMA_VERSION}); upgrade mechgrok"
+                f"run config schema version {_short(version)} is newer than this mechgrok "
+                f"understands ({CONFIG_SCHEMA_VERSION}); upgrade mechgrok"
             )
-        unknown = sorted(set(data) - {"task", "model", "train", "preset"})
+        unknown = sorted(map(str, set(data) - {*SECTIONS, "preset"}))
         if unknown:
             raise ConfigError(f"unknown config section{'s' if len(unknown) > 1 else ''} "
                               f"{', '.join(unknown)}; allowed: task, model, train, preset")
+        for section in SECTIONS:
+            _check_table(section, data.get(section, {}))
         model_d = dict(data.get("model", {}))
         model_kind = model_d.get("kind", "transformer")
-        if model_kind not in _MODEL_KINDS:
-            raise ConfigError(f"model.kind must be 'transformer' or 'mlp', got {model_kind!r}")
+        if not isinstance(model_kind, str) or model_kind not in _MODEL_KINDS:
+            raise ConfigError(f"model.kind must be 'transformer' or 'mlp', got "
+                              f"{_short(model_kind)}")
         return cls(
             task=TaskConfig.from_dict(data.get("task", {})),
             model=_MODEL_KINDS[model_kind].from_dict(model_d),
             train=TrainConfig.from_dict(data.get("train", {})),
             preset=data.get("preset"),
         )
+
+    @classmethod
+    def from_saved(cls, data: Any) -> RunConfig:
+        """A run directory's saved ``config.json``, strictly: its kind and schema version, every
+        section and every field of today's schema must be there.
+
+        :meth:`from_dict` fills what is missing with defaults, which is right for a user's config
+        file but wrong for a saved run: a run written by an older mechgrok whose schema lacked a
+        field was trained without whatever that field does now, and today's default may not say
+        what it did. Such a config is refused, naming the missing fields.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a saved run config must be a JSON object, got {_type_name(data)}")
+        missing = [k for k in ("kind", "schema_version", "preset", *SECTIONS) if k not in data]
+        if "kind" in missing or "schema_version" in missing:
+            raise ConfigError("not a saved mechgrok run config (it has no kind and schema_version;"
+                              " `mechgrok train` writes them)")
+        cfg = cls.from_dict(data)  # kind, version, unknown fields and every value checked here
+        for section in SECTIONS:
+            if section in data:
+                got = data[section]
+                want = getattr(cfg, section).field_names()
+                missing += [f"{section}.{k}" for k in want if k not in got]
+        if missing:
+            raise ConfigError(
+                f"the saved run config lacks {', '.join(missing[:6])}"
+                f"{f' and {len(missing) - 6} more' if len(missing) > 6 else ''}: it was written "
+                f"by an older mechgrok (schema version {data['schema_version']}) whose settings "
+                f"this one does not fill in with today's defaults; retrain the run, or add those "
+                f"fields to its config.json with the values it was trained with")
+        return cfg
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
@@ -387,7 +529,10 @@ class RunConfig:
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
         head = self.preset or self.task.name
         p = f"p{self.task.p}" if self.task.p is not None else "s5"
-        return f"{head}-{self.task.name}-{self.model.kind}-{p}-s{self.train.seed}-{digest}"
+        rid = f"{head}-{self.task.name}-{self.model.kind}-{p}-s{self.train.seed}-{digest}"
+        # every part is validated (a known preset and task); this keeps the id a plain file name
+        # whatever a future preset or task is called
+        return _UNSAFE_ID.sub("_", rid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,28 +596,64 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset(name: str) -> RunConfig:
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _check_preset_name(name: Any, allow_none: bool = False) -> None:
+    if name is None and allow_none:
+        return
+    if not isinstance(name, str):
+        raise ConfigError(f"preset must be a preset's name (a string: {', '.join(PRESETS)}), "
+                          f"got {_type_name(name)}: {_short(name)}")
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {_short(name)}; choose one of: {', '.join(PRESETS)}")
+
+
+def _check_table(section: str, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{section}] must be a table of settings ({section}.field = value), "
+                          f"got {_type_name(value)}: {_short(value)}")
+
+
+def preset(name: str) -> RunConfig:
+    _check_preset_name(name)
     d = json.loads(json.dumps(PRESETS[name]))
     d["preset"] = name
     return RunConfig.from_dict(d)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML (or JSON) config file into a plain dict (validated later, when merged)."""
+    """Read a TOML (or JSON) config file into a plain dict (validated later, when merged).
+
+    The top level must be a table (a JSON object): a JSON array or number is refused here.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     text = path.read_bytes()
     try:
         if path.suffix == ".json":
-            return json.loads(text)
-        import tomllib
+            data = json.loads(text)
+        else:
+            import tomllib
 
-        return tomllib.loads(text.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot parse config file {str(path)!r}: {e}") from None
+            data = tomllib.loads(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"cannot parse config file {str(path)!r}: {why}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a table of settings (preset, "
+                          f"[task], [model], [train]), got {_type_name(data)}")
+    return data
+
+
+def _plain(v: Any) -> Any:
+    """A deep copy of parsed TOML/JSON: dicts and lists copied, tuples made lists."""
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -492,27 +673,53 @@ def resolve_config(
 ) -> RunConfig:
     """Preset (default ``quick``) ← TOML file ← ``{"section.field": value}`` overrides.
 
-    ``file`` is a path, or the content of such a file as a dict.
+    ``file`` is a path, or the content of such a file as a dict. The preset is ``preset_name``,
+    else the file's ``preset``, else ``quick``; the config records the one used (a file's
+    explicit ``preset = null``, as in a saved config of a run without a preset, is kept).
 
-    Changing ``model.kind`` drops the preset's model settings (they belong to the other kind).
+    Every layer is checked before it is merged: a section must be a table (a file's
+    ``model = "mlp"`` or ``train = 5`` is refused, never merged over the preset's section), an
+    override must name ``task``, ``model`` or ``train`` and one field.
+
+    Changing ``model.kind`` drops the model settings of the other kind; switching back to the
+    preset's kind (say a file makes it an MLP and ``--model transformer`` undoes that) restores the
+    preset's model settings rather than silently falling back to the defaults.
     """
     if isinstance(file, Mapping):
-        file_d: dict[str, Any] = json.loads(json.dumps(file))
+        file_d: dict[str, Any] = _plain(file)
     else:
         file_d = load_config_file(file) if file is not None else {}
+    for section in SECTIONS:
+        if section in file_d:
+            _check_table(section, file_d[section])
+    if preset_name is not None:
+        _check_preset_name(preset_name)
+    if "preset" in file_d:
+        _check_preset_name(file_d["preset"], allow_none=True)
     name = preset_name or file_d.get("preset") or "quick"
     base = preset(name).to_dict()
+    preset_model = dict(base["model"])
     layered: dict[str, Any] = {}
     for k, v in (overrides or {}).items():
-        section, _, key = k.partition(".")
-        if not key:
-            raise ConfigError(f"override {k!r} must look like section.field (e.g. train.lr)")
-        layered.setdefault(section, {})[key] = v
+        section, _, key = str(k).partition(".")
+        if section not in SECTIONS:
+            what = ("preset is not a section: choose it with --preset NAME or preset = \"NAME\" "
+                    "in a config file" if section == "preset" else
+                    f"{section!r} is not a section (task, model or train)")
+            raise ConfigError(f"override {_short(k)} must look like section.field "
+                              f"(e.g. train.lr): {what}")
+        if not key or "." in key:
+            raise ConfigError(f"override {_short(k)} must look like section.field (e.g. "
+                              f"train.lr), with one field of [task], [model] or [train]")
+        layered.setdefault(section, {})[key] = _plain(v)
     for over in (file_d, layered):
-        new_kind = over.get("model", {}).get("kind") if isinstance(over.get("model"), Mapping) else None
+        model_over = over.get("model")
+        new_kind = model_over.get("kind") if isinstance(model_over, Mapping) else None
         if new_kind is not None and new_kind != base["model"].get("kind"):
-            base["model"] = {"kind": new_kind}
+            base["model"] = (dict(preset_model) if new_kind == preset_model.get("kind")
+                             else {"kind": new_kind})
         base = _merge(base, over)
+    base["preset"] = preset_name if preset_name is not None else file_d.get("preset", name)
     return RunConfig.from_dict(base)
 
 

@@ -26,6 +26,7 @@ import torch
 from mechgrok.config import RunConfig
 from mechgrok.errors import MechgrokError, RunDirError
 from mechgrok.models import HookedModel, build_model
+from mechgrok.resources import check_memory
 from mechgrok.stability import GrokfastEMA, GrokfastMA, OrthoGrad
 from mechgrok.store import CONFIG_FILE, FINAL_STATUSES, RunWriter
 from mechgrok.tasks import TaskData, make_dataset
@@ -93,6 +94,7 @@ def train(cfg: RunConfig, path: str | Path, *, progress: bool | None = None,
           threads: int | None = None) -> TrainResult:
     """Train a new run into ``path`` (which must not exist, be empty, or hold a run killed before
     its first manifest, which is started again)."""
+    check_memory(cfg)  # refuse what this machine cannot hold before anything is created
     data = make_dataset(cfg.task.name, cfg.task.p, cfg.task.frac_train, cfg.task.data_seed)
     split = {"train_idx": torch.from_numpy(data.train_idx), "test_idx": torch.from_numpy(data.test_idx)}
     writer = RunWriter.create(Path(path), cfg, split, data.split_sha256())

@@ -117,6 +117,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from mechgrok.config import RunConfig
 from mechgrok.errors import CheckpointError, ConfigError, MechgrokError, RunDirError
 from mechgrok.models import HookedModel, build_model
+from mechgrok.resources import check_memory
 from mechgrok.store import FINAL_STATUSES, Run, RunWriter, existing_run
 from mechgrok.tasks import TaskData, make_dataset
 from mechgrok.training.loop import (
@@ -152,6 +153,7 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], paths: Sequence[str | Path
     resumed, finished ones are skipped (``already-finished``); see the module docstring.
     """
     seeds = _check_seeds(seeds)
+    check_memory(cfg, n_models=len(seeds))  # K models at once; before anything is created
     if len(seeds) != len(paths):
         raise ConfigError(f"train_seeds needs one path per seed, got {len(seeds)} seeds and "
                           f"{len(paths)} paths")
