@@ -195,8 +195,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _check_diverged(res)
 
     from mechgrok.config import resolve_config
+    from mechgrok.resources import check_memory
 
     cfg = resolve_config(args.preset, args.config, _overrides(args))  # validate before torch loads
+    check_memory(cfg)  # and refuse what this machine cannot hold, before anything is created
     path = _run_path(args, cfg)
     from mechgrok.training import train
 
@@ -226,7 +228,8 @@ def _fmt_freqs(v: Any) -> str:
 def print_analysis(res: Any) -> None:
     s = res.summary
     print(f"analysed {res.run.path}: {res.checkpoints} checkpoints × {len(res.probes)} probes "
-          f"({res.computed} computed, {res.reused} already there) in {res.seconds:.1f} s")
+          f"({res.computed} computed{f', {res.stale} of them stale' if res.stale else ''}, "
+          f"{res.reused} already there) in {res.seconds:.1f} s")
     kf = s.get("key_frequencies", {})
     if "not_applicable" in kf:
         print(f"key frequencies: n/a ({kf['not_applicable']})")
@@ -336,8 +339,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Train (or pick up) a run, analyse it, write its report: the main job in one command."""
 
     from mechgrok.config import resolve_config
+    from mechgrok.resources import check_memory
 
     cfg = resolve_config(args.preset, args.config, _overrides(args))  # validate before torch loads
+    check_memory(cfg, analysis=True)  # training and the analysis, before anything is created
     path = _run_path(args, cfg)
     progress = None if args.progress is None else args.progress
     from mechgrok.store import existing_run
@@ -385,11 +390,13 @@ def _fmt_result(r: dict[str, Any]) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Expand a grid, train and analyse every run not yet done, write the phase-diagram report."""
-    from mechgrok.sweep import expand, load_sweep_spec, run_sweep
+    from mechgrok.sweep import load_sweep_spec, run_sweep, validate_sweep
 
     spec = load_sweep_spec(args.file, name=args.name)
-    if args.dry_run:
-        points = expand(spec, args.max_runs)
+    if args.dry_run:  # every check run_sweep makes before creating anything, probes included
+        points = validate_sweep(spec, args.max_runs, backend=args.backend, workers=args.workers,
+                                address=args.address, retries=args.retries,
+                                analyse=not args.no_analyze, vmap_seeds=args.vmap_seeds)
         axes = " × ".join(f"{k} ({len(v)})" for k, v in spec.axes) or "no axes"
         seeds = f" × {len(spec.seeds)} seeds" if spec.seeds else ""
         print(f"sweep {spec.name}: {axes}{seeds} = {len(points)} runs")
@@ -583,6 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _printable(text: str) -> str:
+    """One line, with control characters (a hostile file name's newlines or terminal escapes)
+    shown escaped instead of acting on the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _version() -> str:
     from mechgrok import __version__
 
@@ -598,14 +611,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MechgrokError as e:
-        print(f"mechgrok: error: {e}", file=sys.stderr)
+        print(f"mechgrok: error: {_printable(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("mechgrok: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # permissions, read-only disks, …: say which file and why
         where = f"{e.filename}: " if e.filename else ""
-        print(f"mechgrok: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"mechgrok: error: {_printable(where + str(e.strerror or e))}", file=sys.stderr)
         return 1
 
 

@@ -51,8 +51,13 @@ SPLIT_FILE = "split.safetensors"
 RESUME_PREFIX = "resume_epoch_"
 LOCK_FILE = "run.lock"
 CKPT_DIR = "ckpt"
+# the analysis directory beside the run (written by mechgrok.analysis)
 ANALYSIS_DIR = "analysis"
 ANALYSIS_LOCK_FILE = "analyze.lock"
+MEASURES_FILE = "measures.jsonl"
+SUMMARY_FILE = "summary.json"
+ANALYSIS_ARRAYS_DIR = "arrays"
+SWEEP_DONE_FILE = "sweep_done.json"  # written by mechgrok ≤ 0.1.0 sweeps; still removable
 #: a run whose manifest says one of these needs no more training (one definition: ``train
 #: --resume``, ``run``, sweeps and the vmapped trainer all read it)
 FINAL_STATUSES = ("finished", "grokked", "diverged")
@@ -311,9 +316,9 @@ class Run:
                 f"{self.path} is not a mechgrok run directory (no {CONFIG_FILE} / {MANIFEST_FILE}); "
                 f"`mechgrok train` creates one"
             )
-        self.config = _read_config(cfg_path)
         self.manifest = _read_json(man_path, "manifest")
-        validate_manifest(self.manifest, man_path, self.path)
+        validate_manifest(self.manifest, man_path, self.path)  # first: is it a mechgrok run?
+        self.config = _read_config(cfg_path)
 
     @property
     def id(self) -> str:
@@ -469,11 +474,13 @@ def check_tensors(got: dict[str, Any], want: dict[str, Any], what: str, against:
 
 
 METRIC_NUMBERS = ("train_loss", "test_loss", "train_acc", "test_acc")
+_REQUIRED_METRICS = ("train_acc", "test_acc")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """``metrics.jsonl``: one object per evaluation, with integer ``epoch`` (increasing) and
-    ``step`` and numeric losses and accuracies (null is read as NaN: a diverged run's losses).
+    ``step`` and numeric accuracies and losses (null, or a loss that is absent, is read as NaN:
+    a diverged run's losses).
     A damaged line is a :class:`RunDirError` naming the file and the line."""
     if not path.is_file():
         return []
@@ -494,7 +501,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         if not isinstance(m, dict):
             raise RunDirError(f"{path} line {i} is a {type(m).__name__}, not a JSON object")
         for k in ("epoch", "step"):
-            if not _is_nonneg_int(m.get(k)):
+            if (k == "epoch" or k in m) and not _is_nonneg_int(m.get(k)):
                 raise RunDirError(f"{path} line {i}: {k} is {m.get(k)!r}, not a non-negative "
                                   f"integer")
         if out and m["epoch"] <= out[-1]["epoch"]:
@@ -502,10 +509,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
                               f"{out[-1]['epoch']}")
         for k in (*METRIC_NUMBERS, "sum_sq_weights"):
             v = m.get(k)
-            if v is None and k in m or k not in m and k == "sum_sq_weights":
-                m[k] = float("nan")
+            if v is None and (k in m or k not in _REQUIRED_METRICS):
+                m[k] = float("nan")  # null (a diverged loss), or a loss a hand-made file lacks
+            elif v is None:
+                raise RunDirError(f"{path} line {i} has no {k}")
             elif isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise RunDirError(f"{path} line {i}: {k} is {v!r}, not a number")
+                raise RunDirError(f"{path} line {i}: {k} is {v!r:.60}, not a number")
         out.append(m)
     return out
 
@@ -535,7 +544,7 @@ def read_saved_config(run_path: Path) -> RunConfig | None:
 
 def _read_config(path: Path) -> RunConfig:
     try:
-        return RunConfig.from_dict(_read_json(path, "config"))
+        return RunConfig.from_saved(_read_json(path, "config"))  # every field, or refused
     except ConfigError as e:
         raise RunDirError(f"{path}: {e}") from None
 
@@ -591,8 +600,8 @@ def is_locked(path: Path) -> bool:
 # what mechgrok itself writes into a run directory, and so what it may remove with it
 _OWN_TOP = {CONFIG_FILE, MANIFEST_FILE, METRICS_FILE, SPLIT_FILE, LOCK_FILE, CKPT_DIR,
             ANALYSIS_DIR}
-_OWN_ANALYSIS = {"measures.jsonl", "summary.json", "arrays", ANALYSIS_LOCK_FILE,
-                 "sweep_done.json"}
+_OWN_ANALYSIS = {MEASURES_FILE, SUMMARY_FILE, ANALYSIS_ARRAYS_DIR, ANALYSIS_LOCK_FILE,
+                 SWEEP_DONE_FILE}
 _OWN_CKPT_RE = re.compile(r"^epoch_\d{7}\.safetensors$")
 _OWN_ARRAYS_RE = re.compile(r"^epoch_\d{7}\.safetensors$")
 _ANY_TMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
@@ -620,7 +629,7 @@ def _foreign_entries(path: Path) -> list[str]:
                                                                  or _ANY_TMP_RE.match(f.name)))
             else:
                 scan(folder, lambda f: f.name in _OWN_ANALYSIS or _ANY_TMP_RE.match(f.name))
-                arrays = folder / "arrays"
+                arrays = folder / ANALYSIS_ARRAYS_DIR
                 if arrays.is_dir() and not arrays.is_symlink():
                     scan(arrays, lambda f: f.is_file() and (_OWN_ARRAYS_RE.match(f.name)
                                                             or _ANY_TMP_RE.match(f.name)))

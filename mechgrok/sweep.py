@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mechgrok.config import RunConfig, load_config_file, resolve_config
+from mechgrok.config import MAX_SEED, RunConfig, load_config_file, resolve_config
 from mechgrok.errors import ConfigError, MechgrokError, RunDirError
 from mechgrok.store import FINAL_STATUSES
 
@@ -72,6 +72,7 @@ __all__ = [
     "load_sweep",
     "load_sweep_spec",
     "run_sweep",
+    "validate_sweep",
 ]
 
 SWEEP_KIND = "mechgrok.sweep"
@@ -80,6 +81,11 @@ SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
 DEFAULT_MAX_RUNS = 1000
 DEFAULT_RETRIES = 2
+#: ceilings of the sweep's options (a grid of more runs than MAX_RUNS is not resolved at all)
+MAX_RUNS = 100_000
+MAX_WORKERS = 4096
+MAX_RETRIES = 100
+MAX_VMAP_SEEDS = 1024
 _SECTIONS = ("task", "model", "train")
 
 
@@ -93,7 +99,9 @@ class SweepSpec:
     name: str
     base: dict[str, Any]  # a run file's content: preset, task, model, train
     axes: tuple[tuple[str, tuple[Any, ...]], ...]  # (section.field, values), in file order
-    seeds: tuple[int, ...] | None  # None: every run keeps the base config's seed
+    #: None: every run keeps the base config's seed; a count N is kept as range(N) (never
+    #: materialised before the run count is checked), a list as a tuple
+    seeds: Sequence[int] | None
     probes: tuple[str, ...] | None = None  # None: every applicable probe
 
     @property
@@ -136,6 +144,79 @@ def _flatten_grid(grid: Mapping[str, Any], prefix: str = "") -> list[tuple[str, 
 
 def _canon(v: Any) -> str:
     return json.dumps(v, sort_keys=True)
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= limit else r[: limit - 1] + "…"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _parse_seeds(seeds_v: Any) -> Sequence[int]:
+    """``sweep.seeds``: a count N (→ ``range(N)``, not a list: the run count is checked against
+    ``--max-runs`` before any seed is materialised) or a list of distinct seeds."""
+    if _is_int(seeds_v):
+        if seeds_v < 1:
+            raise ConfigError(f"sweep.seeds must be a positive count or a list of seeds, "
+                              f"got {seeds_v}")
+        if seeds_v - 1 > MAX_SEED:
+            raise ConfigError(f"sweep.seeds = {seeds_v} asks for seeds beyond 2**63 - 1, the "
+                              f"largest seed; a count that large could never run")
+        return range(seeds_v)
+    if isinstance(seeds_v, float):
+        raise ConfigError(f"sweep.seeds must be a whole number of seeds (an integer, e.g. 3) or "
+                          f"a list of seeds, got the number {seeds_v!r}")
+    if isinstance(seeds_v, list) and seeds_v:
+        bad = [s for s in seeds_v if not (_is_int(s) and 0 <= s <= MAX_SEED)]
+        if bad:
+            raise ConfigError(f"sweep.seeds lists {_short(bad[0])}; every seed must be an integer "
+                              f"from 0 to 2**63 - 1")
+        if len(set(seeds_v)) != len(seeds_v):
+            raise ConfigError(f"sweep.seeds lists a seed twice: {_short(seeds_v, 120)}")
+        return tuple(seeds_v)
+    raise ConfigError(f"sweep.seeds must be a positive count or a non-empty list of "
+                      f"non-negative integers, got {_short(seeds_v)}")
+
+
+_PROBE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_MODULE_SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+                          r":[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _parse_probe_specs(probes: Any) -> tuple[str, ...]:
+    """``sweep.probes``: names (``loss``) or ``module:Name`` specs; shape only, nothing imported."""
+    if not (isinstance(probes, list) and all(isinstance(p, str) for p in probes)):
+        raise ConfigError(f"sweep.probes must be a list of probe names, got {_short(probes)}")
+    for p in probes:
+        if not (_MODULE_SPEC.match(p) if ":" in p else _PROBE_NAME.match(p)):
+            raise ConfigError(f"sweep.probes: {_short(p)} is neither a probe name (see `mechgrok "
+                              f"probes`) nor module:Name (a probe of your own)")
+    dup = sorted({p for p in probes if probes.count(p) > 1})
+    if dup:
+        raise ConfigError(f"sweep.probes lists {dup[0]!r} twice")
+    return tuple(probes)
+
+
+def check_probes(probes: Sequence[str] | None) -> None:
+    """Resolve a sweep's probes: every name first (built-in names without loading any other
+    code; other names from the installed probes), then the ``module:Name`` specs, which import
+    user code, so this runs after everything else of the sweep is validated. Raises a one-line
+    :class:`MechgrokError` for a probe that is not there."""
+    if not probes:
+        return
+    from mechgrok.probes import get_probe
+    from mechgrok.probes.builtin import BUILTIN_PROBES
+
+    builtin = {p.name for p in BUILTIN_PROBES}
+    for p in probes:
+        if ":" not in p and p not in builtin:
+            get_probe(p)  # an installed probe (entry points are loaded now), or an error
+    from mechgrok.analysis import resolve_probes
+
+    resolve_probes(list(probes))  # imports module:Name specs; duplicate probe names refused
 
 
 def load_sweep_spec(source: str | Path | Mapping[str, Any], name: str | None = None) -> SweepSpec:
@@ -184,7 +265,7 @@ def load_sweep_spec(source: str | Path | Mapping[str, Any], name: str | None = N
             raise ConfigError(f"grid axis {key!r} must name a config field as section.field "
                               f"(section: task, model or train), e.g. train.weight_decay")
         if not isinstance(values, list):
-            raise ConfigError(f"grid axis {key} must be a list of values, got {values!r}")
+            raise ConfigError(f"grid axis {key} must be a list of values, got {_short(values)}")
         if not values:
             raise ConfigError(f"grid axis {key} has no values: the grid would be empty")
         seen: set[str] = set()
@@ -204,54 +285,60 @@ def load_sweep_spec(source: str | Path | Mapping[str, Any], name: str | None = N
         seeds_v = list(seed_axis[0])
         axes = [(k, v) for k, v in axes if k != "train.seed"]
     if seeds_v is not None:
-        if isinstance(seeds_v, int) and not isinstance(seeds_v, bool):
-            if seeds_v < 1:
-                raise ConfigError(f"sweep.seeds must be a positive count or a list of seeds, "
-                                  f"got {seeds_v}")
-            seeds = tuple(range(seeds_v))
-        elif isinstance(seeds_v, list) and seeds_v and all(
-                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_v):
-            if len(set(seeds_v)) != len(seeds_v):
-                raise ConfigError(f"sweep.seeds lists a seed twice: {seeds_v}")
-            seeds = tuple(seeds_v)
-        else:
-            raise ConfigError(f"sweep.seeds must be a positive count or a non-empty list of "
-                              f"non-negative integers, got {seeds_v!r}")
+        seeds = _parse_seeds(seeds_v)
     if not axes and seeds is None:
         raise ConfigError(f"the grid in {where} is empty: add axes under [sweep.grid] (e.g. "
                           f"\"train.weight_decay\" = [0.3, 1.0]) or sweep.seeds")
 
     probes = sweep.get("probes")
     if probes is not None:
-        if not (isinstance(probes, list) and all(isinstance(p, str) for p in probes)):
-            raise ConfigError(f"sweep.probes must be a list of probe names, got {probes!r}")
-        probes = tuple(probes)
+        probes = _parse_probe_specs(probes)
     return SweepSpec(sweep_name, data, tuple(axes), seeds, probes)
 
 
-def expand(spec: SweepSpec, max_runs: int = DEFAULT_MAX_RUNS) -> list[SweepPoint]:
+def _check_max_runs(max_runs: Any) -> None:
+    if not _is_int(max_runs) or not 1 <= max_runs <= MAX_RUNS:
+        raise ConfigError(f"--max-runs must be an integer from 1 to {MAX_RUNS:,}, "
+                          f"got {_short(max_runs)}")
+
+
+def expand(spec: SweepSpec, max_runs: int = DEFAULT_MAX_RUNS, *,
+           analyse: bool | None = True) -> list[SweepPoint]:
     """Every run of the grid, resolved and validated, in a fixed order (axes, then seeds).
 
     Raises :class:`ConfigError`, naming the grid point, for an unknown field or a bad value, and
-    before resolving anything when the grid makes more than ``max_runs`` runs.
+    before resolving anything (or listing a single seed) when the grid makes more than
+    ``max_runs`` runs. Each point's memory estimate is checked too, once per point (the seed
+    does not change it): with the probes' all-pairs analysis when ``analyse`` is True, training
+    only when False, not at all when None (:func:`mechgrok.resources.check_memory`).
     """
+    _check_max_runs(max_runs)
     n = spec.n_runs
     if n > max_runs:
         raise ConfigError(f"the grid makes {n} runs, more than --max-runs {max_runs}; raise "
                           f"--max-runs or shrink the grid")
+    available: int | None = None
+    if analyse is not None:
+        from mechgrok.resources import available_memory, check_memory
+
+        available = available_memory()[0]
     keys = [k for k, _ in spec.axes]
     points: list[SweepPoint] = []
     ids: dict[str, dict[str, Any]] = {}
     for combo in itertools.product(*(v for _, v in spec.axes)):
         point = dict(zip(keys, combo))
+        where = ", ".join(f"{k}={_short(v)}" for k, v in point.items()) or "the base settings"
+        checked = False
         for seed in spec.seeds or (None,):
             over = dict(point)
             if seed is not None:
                 over["train.seed"] = seed
             try:
                 cfg = resolve_config(None, spec.base, over)
+                if available is not None and not checked:  # the seed does not change memory
+                    check_memory(cfg, available, analysis=bool(analyse))
+                    checked = True
             except ConfigError as e:
-                where = ", ".join(f"{k}={v!r}" for k, v in point.items()) or "the base settings"
                 raise ConfigError(f"sweep grid point {where}: {e}") from None
             rid = cfg.run_id()
             if rid in ids:
@@ -260,6 +347,63 @@ def expand(spec: SweepSpec, max_runs: int = DEFAULT_MAX_RUNS) -> list[SweepPoint
             ids[rid] = point
             points.append(SweepPoint(rid, cfg, point, cfg.train.seed))
     return points
+
+
+def _check_options(*, backend: str, workers: int | None, address: str | None, retries: int,
+                   vmap_seeds: int, max_runs: int) -> None:
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend {_short(backend)}; choose local or ray")
+    if workers is not None and not (_is_int(workers) and 1 <= workers <= MAX_WORKERS):
+        raise ConfigError(f"--workers must be an integer from 1 to {MAX_WORKERS}, "
+                          f"got {_short(workers)}")
+    if not _is_int(retries) or not 0 <= retries <= MAX_RETRIES:
+        raise ConfigError(f"--retries must be an integer from 0 to {MAX_RETRIES}, "
+                          f"got {_short(retries)}")
+    if not _is_int(vmap_seeds) or not 1 <= vmap_seeds <= MAX_VMAP_SEEDS:
+        raise ConfigError(f"--vmap-seeds must be an integer from 1 to {MAX_VMAP_SEEDS}, "
+                          f"got {_short(vmap_seeds)}")
+    if backend == "local" and address is not None:
+        raise ConfigError("--address is for --backend ray")
+    _check_max_runs(max_runs)
+
+
+def validate_sweep(spec: SweepSpec, max_runs: int = DEFAULT_MAX_RUNS, *, backend: str = "local",
+                   workers: int | None = None, address: str | None = None,
+                   retries: int = DEFAULT_RETRIES, analyse: bool = True, vmap_seeds: int = 1,
+                   ) -> list[SweepPoint]:
+    """Everything :func:`run_sweep` checks before it creates anything, but the Ray backend's
+    reachability; what ``--dry-run`` runs. In order: the options, the run count, every point's
+    config and memory estimate (× ``vmap_seeds`` seeds batched, × ``workers`` at once), then the
+    probes: names first, ``module:Name`` specs (user code, imported) last."""
+    _check_options(backend=backend, workers=workers, address=address, retries=retries,
+                   vmap_seeds=vmap_seeds, max_runs=max_runs)
+    points = expand(spec, max_runs, analyse=analyse)
+    _check_concurrent_memory(points, backend, workers, analyse, vmap_seeds)
+    check_probes(spec.probes)
+    return points
+
+
+def _check_concurrent_memory(points: Sequence[SweepPoint], backend: str, workers: int | None,
+                             analyse: bool, vmap_seeds: int) -> None:
+    """The memory of the largest run × the seeds batched in one job × the jobs running at once
+    (local workers given with --workers; a Ray cluster's memory is not this machine's)."""
+    from mechgrok.resources import available_memory, check_memory, estimate_memory
+
+    per_point: dict[str, int] = {}
+    for pt in points:
+        per_point[_canon(pt.point)] = per_point.get(_canon(pt.point), 0) + 1
+    K = min(vmap_seeds, max(per_point.values(), default=1))
+    at_once = min(workers, len(points)) if (backend == "local" and workers) else 1
+    if K == 1 and at_once == 1:
+        return
+    available = available_memory()[0]
+    if available is None:
+        return
+    key = "peak" if analyse else "training"
+    worst = max(points, key=lambda pt: estimate_memory(pt.config, n_models=K)[key])
+    where = f"one job of {K} seeds batched (--vmap-seeds)" if K > 1 else "largest run"
+    check_memory(worst.config, available, analysis=analyse, n_models=K, copies=at_once,
+                 where=f"the sweep's {where}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,9 +432,31 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
                           f"upgrade mechgrok")
     from mechgrok.store import check_name
 
+    def kind(v: Any) -> str:
+        return {dict: "a JSON object", list: "a list", str: "a string", bool: "a boolean",
+                type(None): "null"}.get(type(v), "a number")
+
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise RunDirError(f"{f}: name {name!r:.60} is not a folder name of letters, digits, "
+                          f"'.', '_' or '-'")
+    axes = data.get("axes") or []
+    if not isinstance(axes, list):
+        raise RunDirError(f"{f}: axes is {kind(axes)}, not a list")
+    for i, a in enumerate(axes):
+        if not isinstance(a, dict) or not isinstance(a.get("values"), list):
+            raise RunDirError(f"{f}: axis {i} is not an object with a key and a list of values")
+        key = a.get("key")
+        sec, _, fld = key.partition(".") if isinstance(key, str) else ("", "", "")
+        if sec not in _SECTIONS or not fld.isidentifier():
+            raise RunDirError(f"{f}: axis {i} has key {key!r:.60}, not a config field "
+                              f"section.field")
+    seeds = data.get("seeds")
+    if seeds is not None and not isinstance(seeds, list):
+        raise RunDirError(f"{f}: seeds is {kind(seeds)}, not a list or null")
     runs = data.get("runs", [])
     if not isinstance(runs, list):
-        raise RunDirError(f"{f}: runs is not a list")
+        raise RunDirError(f"{f}: runs is {kind(runs)}, not a list")
     data["path"] = p
     for i, r in enumerate(runs):
         if not isinstance(r, dict) or not isinstance(r.get("run_id"), str):
@@ -299,10 +465,13 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
             check_name(r["run_id"], "run id")
         except RunDirError as e:
             raise RunDirError(f"{f}: run {i}: {e}") from None
+        where = f"{f}: run {i} ({r['run_id']})"
         for k, t in (("point", dict), ("state", str)):
             if k in r and not isinstance(r[k], t):
-                raise RunDirError(f"{f}: run {i} ({r['run_id']}) has a {k} that is not a "
-                                  f"{t.__name__}")
+                raise RunDirError(f"{where} has {k} {kind(r[k])}, not {kind(t())}")
+        seed = r.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise RunDirError(f"{where}: seed is {seed!r:.60}, not an integer")
         r["path"] = p / RUNS_DIR / r["run_id"]
     return data
 
@@ -348,15 +517,17 @@ def _run_is_done(path: Path, cfg: RunConfig, analyse: bool, probes: Sequence[str
         return False
     if not analyse:
         return True
+    # analysed: nothing missing, stale (the run trained further or replaced, a probe edited) or
+    # failed, by the analysis's own bookkeeping (one definition, mechgrok.analysis.pending)
+    from mechgrok.analysis import load_summary, pending
+
     try:
-        marker = json.loads((path / "analysis" / _DONE_FILE).read_text())
-    except (OSError, ValueError):
+        final = run.checkpoints()[-1]
+        return (load_summary(run).get("final_checkpoint")
+                == {"epoch": final.epoch, "sha256": final.sha256}
+                and pending(run, list(probes) if probes is not None else None) == 0)
+    except MechgrokError:
         return False
-    return marker.get("probes") == (sorted(probes) if probes is not None else None) \
-        and marker.get("checkpoints") == len(run.checkpoints())
-
-
-_DONE_FILE = "sweep_done.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -451,16 +622,12 @@ def _train_one(cfg: RunConfig, path: Path) -> None:
 
 def _analyse(path: Path, probes: Sequence[str] | None) -> None:
     from mechgrok.analysis import analyze
-    from mechgrok.store import Run, atomic_write_json
 
     res = analyze(path, list(probes) if probes is not None else None, progress=False)
     if res.errors:
         first = res.errors[0]
         raise MechgrokError(f"probe {first['probe']!r} failed on {len(res.errors)} checkpoint(s) "
                             f"(first: {first['error']})")
-    atomic_write_json(path / "analysis" / _DONE_FILE,
-                      {"probes": sorted(probes) if probes is not None else None,
-                       "checkpoints": len(Run(path).checkpoints())})
 
 
 def _result(path: Path, trained: bool, seconds: float) -> dict[str, Any]:
@@ -665,27 +832,16 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path = "checkpoints",
     """Expand, then train and analyse every run not yet done; see the module docstring.
 
     ``on_result(result, n_done, n_total)`` is called in this process as each run ends.
-    Everything is checked before any run starts: the grid, ``max_runs``, the backend (Ray
+    Everything is checked before any run starts (:func:`validate_sweep`): the options, the grid,
+    ``max_runs``, every run's config and memory estimate, the probes, the backend (Ray
     installed, its address reachable).
     """
     t0 = time.perf_counter()
     if not isinstance(spec, SweepSpec):
         spec = load_sweep_spec(spec)
-    if backend not in ("local", "ray"):
-        raise ConfigError(f"unknown backend {backend!r}; choose local or ray")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
-    if retries < 0:
-        raise ConfigError(f"--retries must be ≥ 0, got {retries}")
-    if vmap_seeds < 1:
-        raise ConfigError(f"--vmap-seeds must be at least 1, got {vmap_seeds}")
-    if backend == "local" and address is not None:
-        raise ConfigError("--address is for --backend ray")
-    points = expand(spec, max_runs)
-    if spec.probes is not None:
-        from mechgrok.analysis import resolve_probes
-
-        resolve_probes(list(spec.probes))  # an unknown probe is an error before any run
+    # the options, the grid, every config and its memory, then the probes (user code last)
+    points = validate_sweep(spec, max_runs, backend=backend, workers=workers, address=address,
+                            retries=retries, analyse=analyse, vmap_seeds=vmap_seeds)
     if backend == "ray":  # before any run starts: Ray installed, address reachable
         _import_ray()
         if address not in (None, "auto"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,26 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
 @pytest.fixture
 def tiny() -> RunConfig:
     return tiny_config()
+
+
+def chromium_path() -> str | None:
+    for cand in (os.environ.get("MECHGROK_CHROMIUM"), "chromium", "chromium-browser"):
+        if cand and (found := shutil.which(cand)):
+            return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Debian chromium driven by playwright (no browser download)."""
+    exe = chromium_path()
+    if exe is None:
+        msg = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        yield b
+        b.close()

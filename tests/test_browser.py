@@ -7,8 +7,6 @@ saved under ``test-artifacts/`` for a person to look at.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,28 +21,6 @@ GROKS = {"task.p": 23, "task.frac_train": 0.8, "train.lr": 1e-2, "model.d_model"
          "model.d_mlp": 64, "train.epochs": 400, "train.checkpoint_every": 50,
          "train.eval_every": 10}
 ARTIFACTS = ROOT / "test-artifacts"
-
-
-def chromium_path() -> str | None:
-    for cand in (os.environ.get("MECHGROK_CHROMIUM"), "chromium", "chromium-browser"):
-        if cand and (found := shutil.which(cand)):
-            return found
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = chromium_path()
-    if exe is None:
-        msg = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

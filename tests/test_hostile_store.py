@@ -471,3 +471,24 @@ def test_full_disk_during_analyze_gives_the_right_advice(trained: Path, tmp_path
         assert "--resume" not in r.stderr
         after = _tree(run)
         assert {k: v for k, v in after.items() if k in before} == before
+
+
+def test_user_probe_from_the_current_folder_needs_no_pythonpath(trained: Path,
+                                                                  tmp_path: Path) -> None:
+    run = _copy(trained, tmp_path / "r")
+    here = tmp_path / "work"
+    here.mkdir()
+    (here / "myprobes_cwd.py").write_text(
+        "from mechgrok.probes import Probe\n\n"
+        "class MyProbe(Probe):\n    name = 'my_probe'\n\n"
+        "    def compute(self, ctx):\n        return {'epoch_twice': 2 * ctx.epoch}\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    script = Path(os.sys.executable).parent / "mechgrok"  # the console script (not python -m,
+    # which would put the current folder on sys.path by itself)
+    proc = subprocess.run([str(script), "analyze", str(run), "--probe",
+                           "myprobes_cwd:MyProbe", "--no-progress"], cwd=here, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(ln) for ln in (run / "analysis" / "measures.jsonl").read_text().splitlines()]
+    assert {r["values"]["epoch_twice"] for r in rows if r["probe"] == "my_probe"} == {
+        2 * e for e in range(0, 61, 10)}

@@ -95,6 +95,15 @@ def load_probe(spec: str) -> Probe:
     if ":" not in spec:
         return get_probe(spec)
     module, _, attr = spec.partition(":")
+    import os
+    import sys
+
+    # `mechgrok analyze RUN --probe myprobes:MyProbe` finds myprobes.py in the current folder
+    # with no install and no PYTHONPATH (searched after everything else, so it never shadows
+    # an installed module)
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
     try:
         mod = importlib.import_module(module)
     except Exception as e:

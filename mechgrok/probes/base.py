@@ -24,7 +24,9 @@ Run a probe from your own module without installing anything:
 ``mechgrok analyze RUN --probe mymodule:MaxNeuron``; or install it under the entry-point group
 ``mechgrok.probes`` (``[project.entry-points."mechgrok.probes"] max_neuron = "mymodule:MaxNeuron"``).
 Names are unique: registering a duplicate is an error, and an installed probe never replaces a
-built-in.
+built-in. A name is a letter or ``_`` followed by up to 63 letters, digits, ``_`` or ``-``
+(:data:`PROBE_NAME_RE`): it becomes part of column names, file contents and the HTML report's
+element ids, so nothing else is accepted.
 
 ``needs`` (what the analysis prepares, once per checkpoint, shared by every probe):
 
@@ -39,6 +41,7 @@ built-in.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,6 +58,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from mechgrok.store import CheckpointInfo, Run
     from mechgrok.tasks import TaskData
 
+#: What a probe's name may be: a letter or ``_``, then up to 63 letters, digits, ``_`` or ``-``.
+PROBE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+PROBE_NAME_RULE = "a letter or '_' followed by up to 63 letters, digits, '_' or '-'"
 KNOWN_NEEDS = frozenset({"all_pairs", "key_freqs", "fourier", "grad"})
 FOURIER_TASKS = {"add": "add", "sub": "sub"}
 
@@ -125,6 +131,11 @@ def probe(name: str | None = None, *, needs: Iterable[str] = (), description: st
     return wrap
 
 
+def is_probe_name(name: Any) -> bool:
+    """Whether ``name`` is an allowed probe name (:data:`PROBE_NAME_RE`)."""
+    return isinstance(name, str) and PROBE_NAME_RE.fullmatch(name) is not None
+
+
 def as_probe(obj: Any, where: str) -> Probe:
     """A Probe from a Probe instance, a Probe subclass, or a plain function."""
     if isinstance(obj, Probe):
@@ -136,8 +147,13 @@ def as_probe(obj: Any, where: str) -> Probe:
     else:
         raise ProbeError(f"{where} is not a probe (a Probe subclass, a @probe function or a "
                          f"function of ctx), it is a {type(obj).__name__}")
-    if not p.name or not isinstance(p.name, str) or "." in p.name:
-        raise ProbeError(f"{where}: a probe needs a name without dots, got {p.name!r}")
+    if not p.name or not isinstance(p.name, str):
+        raise ProbeError(f"{where}: a probe needs a name ({PROBE_NAME_RULE}), got {p.name!r}")
+    if not is_probe_name(p.name):
+        hint = (" (give the function a name: a def, or @probe(\"name\"))"
+                if p.name == "<lambda>" else "")
+        raise ProbeError(f"{where}: probe name {p.name!r} is not allowed; a probe name is "
+                         f"{PROBE_NAME_RULE}{hint}")
     unknown = set(p.needs) - KNOWN_NEEDS
     if unknown:
         raise ProbeError(f"probe {p.name!r} ({where}) needs {sorted(unknown)}; mechgrok provides "

@@ -4,6 +4,14 @@ The report only reads: the run's config, metrics and checkpoints, and what ``mec
 wrote under ``RUN/analysis/`` (measures table, per-checkpoint arrays, summary). A few pictures
 need the model itself (attention patterns, the neuron-logit map, the embedding's PCA over
 training); those load the checkpoints they need, verified against the manifest like any load.
+
+Nothing read is trusted (a run directory may come from someone else): what the report computes
+with is checked here, and a file that is damaged or of the wrong shape is a :class:`RunDirError`
+naming it and what is wrong (the CLI prints one line). A record of ``analysis/measures.jsonl``
+that is not of the shape mechgrok writes, or whose probe name is not an allowed probe name
+(:data:`mechgrok.probes.base.PROBE_NAME_RE`), was not written by mechgrok: it is left out, and
+the report says how many were (:attr:`RunData.ignored_records`). Text that is only shown (key frequencies, verdicts, labels,
+errors) is kept as it is and escaped where the report writes it.
 """
 
 from __future__ import annotations
@@ -15,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from mechgrok.analysis import load_arrays, load_summary, measures_table
+from mechgrok.analysis import (
+    ANALYSIS_DIR,
+    ARRAYS_DIR,
+    SUMMARY_FILE,
+    load_arrays,
+    load_records,
+    load_summary,
+    measures_table,
+)
 from mechgrok.errors import RunDirError
 from mechgrok.store import Run
 
@@ -40,15 +56,93 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def show_value(v: Any, n: int = 60) -> str:
+    """A value read from a file, for an error message: its repr (no newlines, no control
+    characters), cut short."""
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 1] + "…"
+
+
+def kind_of(v: Any) -> str:
+    return {dict: "a JSON object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(v), "a number")
+
+
+#: The training metrics the report computes with: present in every record, numbers (NaN for a
+#: diverged loss; null is read as NaN).
+METRIC_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc")
+STATUSES = ("ok", "n/a", "error")
+#: summary.json's numbers that the report draws or computes with: finite numbers or null.
+SUMMARY_NUMBERS = {
+    "phases": ("train_99", "grokking_epoch", "grokking_delay", "memorisation_end",
+               "circuit_formation_end", "cleanup_end"),
+    "clock_pizza": ("epoch", "gradient_symmetricity", "distance_irrelevance", "circularity"),
+}
+SUMMARY_TABLES = ("phases", "key_frequencies", "clock_pizza", "collapse")
+RULE_KEYS = ("pizza_gs", "pizza_di", "clock_gs", "clock_di", "circ_min")
+
+
+def read_summary(run: Run) -> dict[str, Any]:
+    """``analysis/summary.json``, checked for what the report computes with ({} when absent)."""
+    f = run.path / ANALYSIS_DIR / SUMMARY_FILE
+    fix = f"`mechgrok analyze {run.path}` rewrites it"
+    try:
+        s = load_summary(run)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise RunDirError(f"cannot read {f}: not valid JSON ({show_value(str(e), 80)}); {fix}"
+                          ) from None
+    if not isinstance(s, dict):
+        raise RunDirError(f"{f} is {kind_of(s)}, not a JSON object; {fix}")
+    for t in SUMMARY_TABLES:
+        if s.get(t) is not None and not isinstance(s[t], dict):
+            raise RunDirError(f"{f}: {t} is {kind_of(s[t])}, not a JSON object; {fix}")
+    for t, keys in SUMMARY_NUMBERS.items():
+        for k in keys:
+            v = (s.get(t) or {}).get(k)
+            if v is not None and not _finite(v):
+                raise RunDirError(f"{f}: {t}.{k} is {show_value(v)}, not a number; {fix}")
+    rules = (s.get("clock_pizza") or {}).get("rules")
+    if rules is not None:
+        if not isinstance(rules, dict):
+            raise RunDirError(f"{f}: clock_pizza.rules is {kind_of(rules)}, not a JSON object; "
+                              f"{fix}")
+        for k in RULE_KEYS:
+            if k in rules and not _finite(rules[k]):
+                raise RunDirError(f"{f}: clock_pizza.rules.{k} is {show_value(rules[k])}, not a "
+                                  f"number; {fix}")
+    if s.get("errors") is not None and not isinstance(s["errors"], list):
+        raise RunDirError(f"{f}: errors is {kind_of(s['errors'])}, not a list; {fix}")
+    return s
+
+
+def read_measures(run: Run) -> tuple[dict[tuple[int, str], dict[str, Any]],
+                                     list[dict[str, Any]], int]:
+    """``analysis/measures.jsonl`` as the report uses it: the latest well-formed record per
+    (epoch, probe) (:func:`mechgrok.analysis.load_records`, which checks each record's shape and
+    probe name), the measures table (stale records left out), and how many lines were left out
+    because they are not records mechgrok writes."""
+    skipped: list[int] = []
+    records = load_records(run, skipped)
+    return dict(sorted(records.items())), measures_table(run), len(skipped)
+
+
 class RunData:
     """One run, as the report sees it. Cheap to build; heavy parts load on first use."""
 
     def __init__(self, run: Run | str | Path):
         self.run = run if isinstance(run, Run) else Run(run)
         self.config = self.run.config
+        # checked by the store's reader (one line naming the file and the line)
         self.metrics: list[dict[str, Any]] = self.run.metrics()
-        self.summary: dict[str, Any] = load_summary(self.run)
-        self.table: list[dict[str, Any]] = measures_table(self.run)
+        self.summary: dict[str, Any] = read_summary(self.run)
+        #: checked records of analysis/measures.jsonl by (epoch, probe); the measures table
+        self.records: dict[tuple[int, str], dict[str, Any]]
+        self.table: list[dict[str, Any]]
+        self.records, self.table, self.ignored_records = read_measures(self.run)
         self.checkpoints = self.run.checkpoints()
         self._arrays: dict[int, dict[str, np.ndarray]] = {}
 
@@ -96,7 +190,7 @@ class RunData:
         out: dict[str, dict[str, int]] = {}
         for r in self.table:
             for k, v in r.items():
-                if k.endswith(".status"):
+                if k.endswith(".status") and isinstance(v, str):
                     c = out.setdefault(k[: -len(".status")], {})
                     c[v] = c.get(v, 0) + 1
         return out
@@ -119,7 +213,26 @@ class RunData:
         got = [(e, a[name]) for e in epochs if name in (a := self.arrays(e))]
         if not got:
             return [], None
+        for e, v in got[1:]:
+            if v.shape != got[0][1].shape:
+                raise RunDirError(f"{self.arrays_file(e)}: {name} has shape {v.shape}, but "
+                                  f"{got[0][1].shape} at epoch {got[0][0]}; the file was "
+                                  f"altered. {self._reanalyse}")
         return [e for e, _ in got], np.stack([v for _, v in got])
+
+    @property
+    def _reanalyse(self) -> str:
+        return f"`mechgrok analyze {self.run.path} --force` recomputes it"
+
+    def arrays_file(self, epoch: int) -> Path:
+        return self.run.path / ANALYSIS_DIR / ARRAYS_DIR / f"epoch_{epoch:07d}.safetensors"
+
+    def check_array(self, name: str, epoch: int, v: np.ndarray, ndim: int) -> None:
+        """A :class:`RunDirError` naming the file unless ``v`` has ``ndim`` dimensions, none of
+        them empty (what a figure of it needs)."""
+        if v.ndim != ndim or 0 in v.shape:
+            raise RunDirError(f"{self.arrays_file(epoch)}: {name} has shape {v.shape}, not "
+                              f"{ndim}-dimensional; the file was altered. {self._reanalyse}")
 
     def final_array(self, name: str) -> tuple[int | None, np.ndarray | None]:
         """The named array at the last analysed checkpoint that has it."""

@@ -8,6 +8,9 @@ exist yet (the run was not analysed, the measure does not apply to the task) rai
 
 Only SVG trace types are used (``scatter``, ``bar``, ``heatmap``): no WebGL, so the report renders
 in any browser, headless ones included.
+
+plotly renders a subset of HTML in titles, legends, labels and hover text, so every text from a
+file or a user (run ids, probe and value names, a verdict) goes through :func:`text` first.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mechgrok.errors import MechgrokError
-from mechgrok.report.data import MAX_FRAMES, MAX_HEATMAP_EPOCHS, RunData
+from mechgrok.report.data import MAX_FRAMES, MAX_HEATMAP_EPOCHS, RunData, _finite
 from mechgrok.store import Run
 
 TEMPLATE = "plotly_white"
@@ -45,13 +48,21 @@ def run_data(run: RunData | Run | str | Path) -> RunData:
     return run if isinstance(run, RunData) else RunData(run)
 
 
+def text(s: Any) -> str:
+    """``s`` as plotly text that shows literally: ``&``, ``<`` and ``>`` as the entities plotly
+    decodes (so no tag, link or style in ``s`` is rendered), a lone surrogate as '?'."""
+    out = str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return out.encode("utf-8", "replace").decode("utf-8")
+
+
 def _fig(title: str, xaxis: str = "epoch", yaxis: str = "", height: int = HEIGHT) -> go.Figure:
+    """An empty figure; ``title`` and the axis titles are plain text (escaped here)."""
     fig = go.Figure()
-    fig.update_layout(template=TEMPLATE, title=title, height=height,
+    fig.update_layout(template=TEMPLATE, title=text(title), height=height,
                       margin=dict(l=60, r=20, t=50, b=45),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
-    fig.update_xaxes(title_text=xaxis)
-    fig.update_yaxes(title_text=yaxis)
+    fig.update_xaxes(title_text=text(xaxis))
+    fig.update_yaxes(title_text=text(yaxis))
     return fig
 
 
@@ -167,12 +178,14 @@ def gini_curves(run: Any) -> go.Figure:
     return shade_phases(fig, d)
 
 
-def _final(d: RunData, name: str, what: str) -> tuple[int | None, np.ndarray]:
-    """The last analysed checkpoint's array ``probe.name``, or :class:`NoData` saying why."""
+def _final(d: RunData, name: str, what: str, ndim: int = 1) -> tuple[int | None, np.ndarray]:
+    """The last analysed checkpoint's array ``probe.name`` (``ndim`` dimensions, else the
+    arrays file was altered: :class:`RunDirError`), or :class:`NoData` saying why."""
     _need_analysis(d, what)
     epoch, v = d.final_array(name)
     if v is None:
         raise NoData(_why(d, name.split(".", 1)[0], what))
+    d.check_array(name, epoch, v, ndim)
     return epoch, v
 
 
@@ -186,10 +199,8 @@ def _why(d: RunData, probe: str, what: str) -> str:
 
 
 def _record_reason(d: RunData, epoch: int, probe: str) -> str | None:
-    from mechgrok.analysis import load_records
-
-    rec = load_records(d.run).get((epoch, probe))
-    return rec.get("reason") if rec else None
+    rec = d.records.get((epoch, probe))
+    return str(rec["reason"]) if rec and rec.get("reason") is not None else None
 
 
 # --- Fourier pictures ----------------------------------------------------------------------
@@ -198,7 +209,7 @@ def _record_reason(d: RunData, epoch: int, probe: str) -> str | None:
 def _key_freqs(d: RunData) -> list[int]:
     kf = d.summary.get("key_frequencies") or {}
     v = kf.get("neurons")
-    return list(v) if isinstance(v, list) else []
+    return [k for k in v if isinstance(k, int)] if isinstance(v, list) else []
 
 
 def fourier_heatmap(run: Any) -> go.Figure:
@@ -207,6 +218,7 @@ def fourier_heatmap(run: Any) -> go.Figure:
     epochs, z = d.array_series("fourier_embed.freq_norms", MAX_HEATMAP_EPOCHS)
     if z is None:
         raise NoData(_why(d, "fourier_embed", "embedding Fourier norms"))
+    d.check_array("fourier_embed.freq_norms", epochs[-1], z[-1], 1)
     K = z.shape[1]
     fig = _fig("Embedding Fourier norms over training", yaxis="frequency k", height=420)
     fig.add_heatmap(x=epochs, y=np.arange(1, K + 1), z=z.T, colorscale="Viridis",
@@ -237,8 +249,8 @@ def _key_frequency_bars(d: RunData, v: np.ndarray, title: str, yaxis: str, hover
 def neuron_clusters(run: Any) -> go.Figure:
     d = run_data(run)
     epoch, sizes = _final(d, "key_freqs.cluster_sizes", "neuron-frequency clusters")
-    frac = next((r.get("key_freqs.frac_clustered") for r in reversed(d.table)
-                 if r.get("key_freqs.frac_clustered") is not None), None)
+    frac = next((r["key_freqs.frac_clustered"] for r in reversed(d.table)
+                 if _finite(r.get("key_freqs.frac_clustered"))), None)
     title = f"Neurons per frequency cluster at epoch {epoch}"
     if frac is not None:
         title += f" ({100 * frac:.0f} % of neurons clustered)"
@@ -433,14 +445,14 @@ def clock_pizza_measures(run: Any) -> go.Figure:
     title = "Clock or pizza"
     if cp.get("verdict"):
         title += f": {cp['verdict']} at epoch {cp.get('epoch')}"
-    fig = _fig(title, yaxis="value")
+    fig = _fig(title, yaxis="value")  # escapes the verdict
     for c, name in cols:
         e, v = d.series(c)
         fig.add_scatter(x=e, y=v, name=name, mode="lines")
     rules = cp.get("rules") or {}
     for key, label in (("pizza_gs", "pizza: GS above"), ("pizza_di", "pizza: DI below"),
                        ("clock_gs", "clock: GS below"), ("clock_di", "clock: DI above")):
-        if key in rules:
+        if _finite(rules.get(key)):
             fig.add_hline(y=rules[key], line_dash="dot", line_color="#999",
                           annotation_text=f"{label} {rules[key]}", annotation_font_size=9,
                           annotation_position="bottom left")
@@ -450,7 +462,7 @@ def clock_pizza_measures(run: Any) -> go.Figure:
 
 def logit_sd_table(run: Any) -> go.Figure:
     d = run_data(run)
-    epoch, L = _final(d, "clock_pizza.logit_sd", "the correct-logit table")
+    epoch, L = _final(d, "clock_pizza.logit_sd", "the correct-logit table", ndim=2)
     s_name, d_name = ("x − y", "x + y") if d.config.task.name == "sub" else ("x + y", "x − y")
     fig = _fig(f"Correct-class logit over ({s_name}, {d_name}) at epoch {epoch}",
                xaxis=f"d = {d_name} (mod p)", yaxis=f"s = {s_name} (mod p)", height=460)
@@ -477,11 +489,11 @@ def collapse_curves(run: Any) -> go.Figure:
             continue
         dt = "float32" if n.endswith("float32") else "float64" if n.endswith("float64") else None
         if n.startswith(("sc_fraction", "zero_loss_fraction")):
-            fig.add_scatter(x=e, y=v, name=n, mode="lines", row=1, col=1,
+            fig.add_scatter(x=e, y=v, name=text(n), mode="lines", row=1, col=1,
                             line=dict(color=palette.get(dt), dash="solid" if
                                       n.startswith("sc") else "dot"))
         elif n.startswith(("gap_", "logit_norm")):
-            fig.add_scatter(x=e, y=v, name=n, mode="lines", row=1, col=2)
+            fig.add_scatter(x=e, y=v, name=text(n), mode="lines", row=1, col=2)
     fig.update_layout(template=TEMPLATE, height=HEIGHT, title="Softmax collapse",
                       margin=dict(l=60, r=20, t=70, b=45))
     fig.update_xaxes(title_text="epoch")
@@ -513,7 +525,8 @@ def probe_scalars(run: Any, probe: str) -> go.Figure:
     for n in names:
         e, v = d.series(f"{probe}.{n}")
         if len(e):
-            fig.add_scatter(x=e, y=v, name=n, mode="lines+markers" if len(e) < 30 else "lines")
+            fig.add_scatter(x=e, y=v, name=text(n),
+                            mode="lines+markers" if len(e) < 30 else "lines")
     return shade_phases(fig, d)
 
 
@@ -539,7 +552,8 @@ def compare_curves(runs: Sequence[Any], metric: str = "test_acc") -> go.Figure:
     for r in runs:
         d = run_data(r)
         e, v = d.metric(metric)
-        fig.add_scatter(x=e, y=np.maximum(v, 1e-12) if log else v, name=d.id, mode="lines")
+        fig.add_scatter(x=e, y=np.maximum(v, 1e-12) if log else v, name=text(d.id),
+                        mode="lines")
     if log:
         fig.update_yaxes(type="log", exponentformat="power")
     return fig
@@ -554,7 +568,8 @@ def compare_series(runs: Sequence[Any], column: str, title: str, log: bool = Fal
         e, v = d.series(column)
         if len(e):
             got = True
-            fig.add_scatter(x=e, y=np.maximum(v, 1e-12) if log else v, name=d.id, mode="lines")
+            fig.add_scatter(x=e, y=np.maximum(v, 1e-12) if log else v, name=text(d.id),
+                            mode="lines")
     if not got:
         raise NoData(f"none of the runs has `{column}` measures")
     if log:

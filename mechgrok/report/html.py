@@ -4,19 +4,26 @@ One file, no network: plotly.js is inlined once in ``<head>`` and every figure i
 its own ``Plotly.newPlot`` call (SVG trace types only). A figure whose data does not exist is
 replaced by one line saying why and what computes it, so a run that was trained but not analysed
 still gets a report of its training curves.
+
+Everything that comes from a file or a user (run ids, paths, probe and value names, summary
+values, a sweep's axes and run ids) is escaped for where it goes: :func:`_e` for HTML text and
+attributes, :func:`safe_id` for element ids (which plotly also writes into JavaScript),
+:func:`script_json` for JSON inside ``<script>``, and :func:`mechgrok.report.figures.text` for
+plotly's titles, legends and labels (plotly renders a subset of HTML there).
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import plotly.io as pio
 
 from mechgrok.errors import MechgrokError
 from mechgrok.report import figures as F
@@ -52,10 +59,13 @@ table.runs th{background:#f3f5f8}
 
 
 def _e(x: Any) -> str:
-    return html.escape(str(x))
+    """HTML-escaped text (safe in element content and in quoted attributes); a lone surrogate
+    (a file name that is not UTF-8, say) becomes '?'."""
+    return html.escape(str(x)).encode("utf-8", "replace").decode("utf-8")
 
 
 def _num(v: Any, fmt: str = ".3f") -> str:
+    """A number as text ("—" for none); anything else as its text. Not escaped: wrap in _e."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -63,8 +73,38 @@ def _num(v: Any, fmt: str = ".3f") -> str:
     return str(v) if isinstance(v, int) else format(v, fmt)
 
 
+def _n(v: Any, fmt: str = ".3f") -> str:
+    """:func:`_num`, HTML-escaped."""
+    return _e(_num(v, fmt))
+
+
 def _freqs(v: Any) -> str:
-    return "[" + ", ".join(str(k) for k in v) + "]" if isinstance(v, list) else _e(v)
+    """A key-frequency list (read from a file), HTML-escaped."""
+    return _e("[" + ", ".join(str(k) for k in v) + "]" if isinstance(v, list) else v)
+
+
+_SAFE_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,99}")
+
+
+def safe_id(name: str) -> str:
+    """An element id for ``name``: itself when it is letters, digits, '_' and '-' (starting with
+    a letter), else a slug of it plus a hash, so that no name can leave the ``id="…"``
+    attribute or the JavaScript string plotly writes it into (and two names stay distinct)."""
+    if _SAFE_ID.fullmatch(name):
+        return name
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", name)[:60].strip("_-") or "x"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{'' if slug[0].isalpha() else 'x-'}{slug}-{digest}"
+
+
+_JS_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+              "\u2029": "\\u2029"}
+
+
+def script_json(text: str) -> str:
+    """JSON text made safe to embed in ``<script>``: no ``</script>``, ``<!--``, ``&`` or line
+    separators survive (each becomes its \\u escape, which JSON and JavaScript read the same)."""
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JS_UNSAFE[m.group()], text)
 
 
 def _page(title: str, subtitle: str, body: str) -> str:
@@ -80,9 +120,28 @@ def _page(title: str, subtitle: str, body: str) -> str:
 
 
 def figure_html(fig: Any, div_id: str, caption: str) -> str:
-    div = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
-                      config=PLOTLY_CONFIG, include_mathjax=False, validate=False)
-    return f'<div class="fig" id="wrap-{div_id}">{div}<p class="caption">{_e(caption)}</p></div>'
+    """One figure: its ``<div>`` (id :func:`safe_id` of ``div_id``) and the ``Plotly.newPlot``
+    call that draws it, with the figure's JSON escaped for ``<script>`` (:func:`script_json`),
+    whatever plotly's version does."""
+    from plotly.io.json import to_json_plotly
+
+    did = safe_id(div_id)
+    d = fig.to_dict()
+    layout = d.get("layout", {})
+    args = ", ".join(script_json(x) for x in (
+        json.dumps(did), to_json_plotly(d.get("data", [])), to_json_plotly(layout),
+        json.dumps(PLOTLY_CONFIG)))
+    frames = ""
+    if d.get("frames"):
+        frames = (f".then(function(){{Plotly.addFrames({json.dumps(did)}, "
+                  f"{script_json(to_json_plotly(d['frames']))});}})")
+    h = layout.get("height")
+    height = f"{int(h)}px" if isinstance(h, (int, float)) and not isinstance(h, bool) else "100%"
+    return (f'<div class="fig" id="wrap-{did}"><div style="height:{height}; width:100%;">'
+            f'<div id="{did}" class="plotly-graph-div" style="height:100%; width:100%;"></div>'
+            f'<script>window.PLOTLYENV=window.PLOTLYENV || {{}};'
+            f'if (document.getElementById({json.dumps(did)})) {{Plotly.newPlot({args}){frames};}}'
+            f'</script></div><p class="caption">{_e(caption)}</p></div>')
 
 
 # --- one run -------------------------------------------------------------------------------
@@ -113,8 +172,8 @@ def summary_rows(d: RunData) -> tuple[list[tuple[str, str]], list[tuple[str, str
         model = (f"MLP, {m.embed} inputs ({m.combine}), hidden {list(m.hidden)}, "
                  f"bias {'on' if m.bias else 'off'}")
     setting = [
-        ("task", f"{_e(t.name)} mod {t.p}, {100 * t.frac_train:.0f} % train (split seed "
-                 f"{t.data_seed})" if t.p else f"{_e(t.name)}, {100 * t.frac_train:.0f} % train"),
+        ("task", _e(f"{t.name} mod {t.p}, {100 * t.frac_train:.0f} % train (split seed "
+                    f"{t.data_seed})" if t.p else f"{t.name}, {100 * t.frac_train:.0f} % train")),
         ("model", _e(model)),
         ("optimiser", _e(f"{tr.optimizer}, lr {tr.lr:g}, weight decay {tr.weight_decay:g}, "
                          f"betas {list(tr.betas)}, warm-up {tr.warmup_steps}")),
@@ -131,26 +190,29 @@ def summary_rows(d: RunData) -> tuple[list[tuple[str, str]], list[tuple[str, str
     fin = d.metrics[-1] if d.metrics else None
     if fin:
         found.append((f"final (epoch {fin['epoch']})",
-                      f"train acc {_num(fin['train_acc'])}, loss {_num(fin['train_loss'], '.3g')}"
-                      f"; test acc {_num(fin['test_acc'])}, loss {_num(fin['test_loss'], '.3g')}"))
+                      f"train acc {_n(fin['train_acc'])}, loss {_n(fin['train_loss'], '.3g')}"
+                      f"; test acc {_n(fin['test_acc'])}, loss {_n(fin['test_loss'], '.3g')}"))
     g = grokking(d)
     if g["grokking_epoch"] is not None:
-        found.append(("grokking", f"test acc ≥ 99 % from epoch {g['grokking_epoch']}; memorised at "
-                                  f"{_num(g['train_99'])}: <b>delay {_num(g['delay'])} epochs</b>"))
+        found.append(("grokking", f"test acc ≥ 99 % from epoch {_n(g['grokking_epoch'])}; "
+                                  f"memorised at {_n(g['train_99'])}: <b>delay "
+                                  f"{_n(g['delay'])} epochs</b>"))
     elif g["train_99"] is not None:
-        found.append(("grokking", f"memorised at epoch {g['train_99']}; not generalised yet "
+        found.append(("grokking", f"memorised at epoch {_n(g['train_99'])}; not generalised yet "
                                   f"(test acc < 99 %)"))
     s = d.summary
     if s.get("liu_label"):
         found.append(("Liu et al. label", _e(s["liu_label"])))
     ph = s.get("phases") or {}
     if ph:
-        found.append(("phases", f"memorisation → {_num(ph.get('memorisation_end'))}, circuit "
-                                f"formation → {_num(ph.get('circuit_formation_end'))}, cleanup → "
-                                f"{_num(ph.get('cleanup_end'))}"))
+        found.append(("phases", f"memorisation → {_n(ph.get('memorisation_end'))}, circuit "
+                                f"formation → {_n(ph.get('circuit_formation_end'))}, cleanup → "
+                                f"{_n(ph.get('cleanup_end'))}"))
     kf = s.get("key_frequencies") or {}
     if "not_applicable" in kf:
         found.append(("key frequencies", "n/a: " + _e(kf["not_applicable"])))
+    elif "error" in kf:
+        found.append(("key frequencies", "error: " + _e(kf["error"])))
     elif kf:
         found.append(("key frequencies", f"<b>{_freqs(kf.get('neurons'))}</b> (neuron clusters); "
                                           f"embedding {_freqs(kf.get('embedding'))}; logit map "
@@ -158,9 +220,9 @@ def summary_rows(d: RunData) -> tuple[list[tuple[str, str]], list[tuple[str, str
     cp = s.get("clock_pizza") or {}
     if cp.get("verdict") is not None:
         found.append(("clock or pizza", f"<b>{_e(cp['verdict'])}</b> (GS "
-                                         f"{_num(cp.get('gradient_symmetricity'))}, DI "
-                                         f"{_num(cp.get('distance_irrelevance'))}, circularity "
-                                         f"{_num(cp.get('circularity'))})"))
+                                         f"{_n(cp.get('gradient_symmetricity'))}, DI "
+                                         f"{_n(cp.get('distance_irrelevance'))}, circularity "
+                                         f"{_n(cp.get('circularity'))})"))
     elif cp.get("not_applicable"):
         found.append(("clock or pizza", "n/a: " + _e(cp["not_applicable"])))
     col = s.get("collapse") or {}
@@ -168,9 +230,14 @@ def summary_rows(d: RunData) -> tuple[list[tuple[str, str]], list[tuple[str, str
         found.append(("softmax collapse", _e(col["status"])))
     for probe, counts in sorted(d.status_counts().items()):
         parts = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        found.append((f"probe {_e(probe)}", _e(parts)))
+        found.append((f"probe {probe}", _e(parts)))  # the key is escaped by _card
     for err in (s.get("errors") or [])[:5]:
-        found.append(("error", _e(f"{err.get('probe')}: {err.get('error')}")))
+        text = (f"{err.get('probe')}: {err.get('error')}" if isinstance(err, dict) else err)
+        found.append(("error", _e(text)))
+    if d.ignored_records:
+        found.append(("ignored", _e(f"{d.ignored_records} line(s) of analysis/measures.jsonl "
+                                    f"that are not records mechgrok writes (a wrong shape, or "
+                                    f"a probe name that is not allowed) were left out")))
     return setting, found
 
 
@@ -213,7 +280,7 @@ def render_report(run: Any) -> str:
             continue
         sections.setdefault(spec.section, []).append(
             figure_html(fig, f"fig-{spec.id}", spec.caption))
-    for probe in F.other_probes(d):
+    for probe in F.other_probes(d):  # allowed probe names only (RunData leaves others out)
         fig = F.probe_scalars(d, probe)
         sections.setdefault("Other probes", []).append(figure_html(
             fig, f"fig-probe-{probe}", f"The scalar values of probe {probe!r} at every "
@@ -246,7 +313,7 @@ def _write(path: Path, text: str) -> None:
     if path.exists() and path.is_dir():
         raise MechgrokError(f"{path} is a directory; give a file name ending in .html")
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8", "replace"))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)  # a report is a document to share, not a private temp file

@@ -14,6 +14,11 @@ aggregates the runs at that point (its seeds, and every value of any other swept
 Everything comes from each run's training metrics, so a sweep trained with ``--no-analyze``
 gets its phase diagrams too. A grid of one axis gets the same three measures as a line with
 error bars; a sweep of seeds only gets the table and the curves.
+
+``sweep.json`` and the runs' metrics are not trusted: :func:`mechgrok.sweep.load_sweep` and
+:func:`mechgrok.store.read_metrics` check what the report uses (the sweep's name, its axes, each run's id, point, seed and state) and a damaged or
+ill-shaped file is a :class:`~mechgrok.errors.RunDirError` naming it; every text from them is
+escaped where it is written (HTML, and plotly's labels).
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from mechgrok.errors import MechgrokError
+from mechgrok.errors import MechgrokError, RunDirError
 from mechgrok.report import html as H
-from mechgrok.report.figures import NoData, _fig
+from mechgrok.report.figures import NoData, _fig, text
 
 LABELS = ("comprehension", "grokking", "memorisation", "confusion")
 LABEL_COLOURS = ("#2ca02c", "#1f77b4", "#ff7f0e", "#d62728")
@@ -78,19 +83,22 @@ class SweepData:
 
     def __init__(self, sweep_dir: str | Path):
         from mechgrok.probes.phases import grokking_epochs, liu_label
-        from mechgrok.store import read_metrics
+        from mechgrok.store import METRICS_FILE, read_metrics
         from mechgrok.sweep import load_sweep
 
-        data = load_sweep(sweep_dir)
+        data = load_sweep(sweep_dir)  # checked field by field: one line naming what is wrong
         self.path = Path(sweep_dir)
         self.name: str = data["name"]
-        self.axes: list[tuple[str, list[Any]]] = [(a["key"], a["values"]) for a in data["axes"]]
+        self.axes: list[tuple[str, list[Any]]] = [(a["key"], a["values"])
+                                                  for a in data.get("axes") or []]
         self.seeds = data.get("seeds")
         self.runs: list[SweepRun] = []
-        for r in data["runs"]:
+        for r in data.get("runs") or []:
+            error = r.get("error")
             run = SweepRun(r["run_id"], r.get("point", {}), r.get("seed", 0),
-                           r.get("state", "pending"), error=r.get("error"))
-            metrics = read_metrics(Path(r["path"]) / "metrics.jsonl")
+                           r.get("state", "pending"), error=None if error is None else str(error))
+            path = Path(r["path"]) / METRICS_FILE
+            metrics = read_metrics(path)
             if not metrics:
                 if run.state == "done":
                     run.state = "missing"
@@ -100,9 +108,12 @@ class SweepData:
             run.test_acc = [m["test_acc"] for m in metrics]
             run.train_acc = [m["train_acc"] for m in metrics]
             run.final_test_acc = metrics[-1]["test_acc"]
-            g = grokking_epochs(metrics)
+            try:
+                g = grokking_epochs(metrics)
+                run.label = liu_label(run.epochs, run.train_acc, run.test_acc)[0]
+            except ValueError as e:  # accuracies outside [0, 1], NaN, …
+                raise RunDirError(f"{path}: {e}") from None
             run.memorised, run.generalised = g["train_99"], g["test_99"]
-            run.label = liu_label(run.epochs, run.train_acc, run.test_acc)[0]
             self.runs.append(run)
 
     def with_curves(self) -> list[SweepRun]:
@@ -193,7 +204,7 @@ def phase_diagram(sd: SweepData | str | Path, measure: str = "delay",
     xs = [_fmt(v) for v in sd.values(ax[0])]
     ys = [_fmt(v) for v in sd.values(ax[1])]
     z: list[list[float | None]] = []
-    text: list[list[str]] = []
+    cell_text: list[list[str]] = []
     for y in ys:
         zr, tr = [], []
         for x in xs:
@@ -217,7 +228,7 @@ def phase_diagram(sd: SweepData | str | Path, measure: str = "delay",
                 zr.append(LABELS.index(top) if top in LABELS else None)
                 tr.append("<br>".join(f"{lab} {k}/{c.n}" for lab, k in counts.most_common()))
         z.append(zr)
-        text.append(tr)
+        cell_text.append(tr)
     fig = _fig(title, xaxis=ax[0], yaxis=ax[1], height=420)
     kw: dict[str, Any] = {}
     if measure == "label":
@@ -231,8 +242,10 @@ def phase_diagram(sd: SweepData | str | Path, measure: str = "delay",
         kw = dict(colorscale="Viridis", zmin=0.0, zmax=1.0, colorbar=dict(title="test acc"))
     else:
         kw = dict(colorscale="Magma", reversescale=True, colorbar=dict(title="epochs"))
-    fig.add_heatmap(x=xs, y=ys, z=z, text=text, texttemplate="%{text}", hoverongaps=False,
-                    hovertemplate=f"{ax[0]}=%{{x}}<br>{ax[1]}=%{{y}}<br>%{{text}}<extra></extra>",
+    fig.add_heatmap(x=[text(x) for x in xs], y=[text(y) for y in ys], z=z, text=cell_text,
+                    texttemplate="%{text}", hoverongaps=False,
+                    hovertemplate=f"{text(ax[0])}=%{{x}}<br>{text(ax[1])}=%{{y}}<br>%{{text}}"
+                                  f"<extra></extra>",
                     xgap=2, ygap=2, **kw)
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category")
@@ -247,7 +260,7 @@ def _line(sd: SweepData, cs: dict[tuple[str, ...], Cell], axis: str, measure: st
         for lab, col in zip(LABELS, LABEL_COLOURS):
             counts = [cs[(x,)].labels().get(lab, 0) for x in xs]
             if any(counts):
-                fig.add_bar(x=xs, y=counts, name=lab, marker_color=col)
+                fig.add_bar(x=[text(x) for x in xs], y=counts, name=lab, marker_color=col)
         fig.update_layout(barmode="stack")
         fig.update_yaxes(title_text="runs")
     else:
@@ -262,7 +275,8 @@ def _line(sd: SweepData, cs: dict[tuple[str, ...], Cell], axis: str, measure: st
                 notes.append(f"{c.n} runs")
             ms.append(m if math.isfinite(m) else None)
             ss.append(s if math.isfinite(s) else 0.0)
-        fig.add_scatter(x=xs, y=ms, error_y=dict(type="data", array=ss, visible=True),
+        fig.add_scatter(x=[text(x) for x in xs], y=ms,
+                        error_y=dict(type="data", array=ss, visible=True),
                         mode="lines+markers", text=notes, name=title,
                         hovertemplate="%{x}: %{y:.4g}<br>%{text}<extra></extra>")
     fig.update_xaxes(type="category")
@@ -279,13 +293,14 @@ def sweep_curves(sd: SweepData | str | Path, metric: str = "test_acc") -> go.Fig
     fig = _fig(f"{name} of every run", yaxis=metric, height=440)
     colours: dict[str, str] = {}
     for r in runs:
-        key = ", ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in r.point.items()) or "all"
+        key = text(", ".join(f"{str(k).split('.', 1)[-1]}={_fmt(v)}"
+                             for k, v in r.point.items()) or "all")
         first = key not in colours
         col = colours.setdefault(key, PALETTE[len(colours) % len(PALETTE)])
         fig.add_scatter(x=r.epochs, y=getattr(r, metric), mode="lines", name=key,
                         legendgroup=key, showlegend=first, line=dict(color=col, width=1.3),
-                        hovertemplate=f"{r.run_id} (seed {r.seed})<br>epoch %{{x}}: %{{y:.3f}}"
-                                      f"<extra></extra>")
+                        hovertemplate=f"{text(r.run_id)} (seed {r.seed})<br>epoch %{{x}}: "
+                                      f"%{{y:.3f}}<extra></extra>")
     fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top"),
                       margin=dict(r=200))
     return fig
@@ -360,10 +375,10 @@ def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None,
                        reports_dir: str | Path = "reports",
                        axes: Sequence[str] | None = None) -> Path:
     """Write the sweep's report (``reports/sweep-<name>.html`` by default); returns its path."""
-    text = render_sweep_report(sweep_dir, axes)
     from mechgrok.sweep import load_sweep
 
+    html_text = render_sweep_report(sweep_dir, axes)
     path = Path(out) if out is not None else (
         Path(reports_dir) / f"sweep-{load_sweep(sweep_dir)['name']}.html")
-    H._write(path, text)
+    H._write(path, html_text)
     return path
