@@ -38,11 +38,12 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _unfinished(trained: Path, dst: Path) -> Path:
+@pytest.fixture(scope="module")
+def interrupted(trained: Path, tmp_path_factory) -> Path:
     """A copy of ``trained`` made to look interrupted at epoch 30 (its real epoch-30 state)."""
-    run = _copy(trained, dst)
-    # re-create the epoch-30 resume state by training a twin run to 30 epochs
-    twin = dst.parent / f"{dst.name}-twin"
+    run = _copy(trained, tmp_path_factory.mktemp("interrupted") / "run")
+    # the epoch-30 resume state, from a twin run trained to 30 epochs
+    twin = run.parent / "twin"
     train(tiny_config(**{"train.epochs": 30}), twin, progress=False)
     man = json.loads((run / MANIFEST_FILE).read_text())
     twin_man = json.loads((twin / MANIFEST_FILE).read_text())
@@ -168,8 +169,8 @@ def test_overwrite_waits_for_a_running_analysis(trained: Path, tmp_path: Path) -
 # ------------------------------------------------------------------------------------------
 # 2, 3. --resume removes only its own temporary files and reads only inside the run
 # ------------------------------------------------------------------------------------------
-def test_resume_keeps_user_files(trained: Path, tmp_path: Path) -> None:
-    run = _unfinished(trained, tmp_path / "r")
+def test_resume_keeps_user_files(interrupted: Path, tmp_path: Path) -> None:
+    run = _copy(interrupted, tmp_path / "r")
     (run / "ckpt" / "best_model_backup.safetensors").write_bytes(b"backup")
     (run / "notes.txt").write_text("notes")
     (run / "resume_epoch_0000040.safetensors").write_bytes(b"not named by the manifest")
@@ -183,8 +184,8 @@ def test_resume_keeps_user_files(trained: Path, tmp_path: Path) -> None:
     assert Run(run).status == "finished"
 
 
-def test_resume_does_not_follow_a_symlinked_ckpt(trained: Path, tmp_path: Path) -> None:
-    run = _unfinished(trained, tmp_path / "r")
+def test_resume_does_not_follow_a_symlinked_ckpt(interrupted: Path, tmp_path: Path) -> None:
+    run = _copy(interrupted, tmp_path / "r")
     other = tmp_path / "other-disk"
     shutil.move(run / "ckpt", other)
     (other / "epoch_0000900.safetensors").write_bytes(b"someone else's")
@@ -196,9 +197,9 @@ def test_resume_does_not_follow_a_symlinked_ckpt(trained: Path, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("where", ["resume", "checkpoint-abs", "checkpoint-dotdot"])
-def test_manifest_paths_are_confined(trained: Path, tmp_path: Path, where: str) -> None:
-    other = _unfinished(trained, tmp_path / "OTHER")
-    run = _unfinished(trained, tmp_path / "r")
+def test_manifest_paths_are_confined(interrupted: Path, tmp_path: Path, where: str) -> None:
+    other = _copy(interrupted, tmp_path / "OTHER")
+    run = _copy(interrupted, tmp_path / "r")
     man = json.loads((run / MANIFEST_FILE).read_text())
     other_resume = json.loads((other / MANIFEST_FILE).read_text())["resume"]
     if where == "resume":
@@ -220,8 +221,8 @@ def test_manifest_paths_are_confined(trained: Path, tmp_path: Path, where: str) 
 # 4. every loaded tensor is checked before a kernel sees it
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("damage", ["shape", "dtype", "extra", "missing", "index", "rng", "meta"])
-def test_forged_resume_state_is_refused(trained: Path, tmp_path: Path, damage: str) -> None:
-    run = _unfinished(trained, tmp_path / "r")
+def test_forged_resume_state_is_refused(interrupted: Path, tmp_path: Path, damage: str) -> None:
+    run = _copy(interrupted, tmp_path / "r")
     man = json.loads((run / MANIFEST_FILE).read_text())
     rel = man["resume"]["file"]
     data = (run / rel).read_bytes()
@@ -427,8 +428,8 @@ def test_diverged_run_exits_non_zero_and_is_final(tmp_path: Path) -> None:
     assert "NaN" not in text and "Infinity" not in text  # standard JSON
 
 
-def test_resume_accepts_threads(trained: Path, tmp_path: Path) -> None:
-    run = _unfinished(trained, tmp_path / "r")
+def test_resume_accepts_threads(interrupted: Path, tmp_path: Path) -> None:
+    run = _copy(interrupted, tmp_path / "r")
     r = run_cli("train", "--resume", str(run), "--threads", "1", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert Run(run).status == "finished"
