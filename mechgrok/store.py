@@ -40,7 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from mechgrok.config import RunConfig
-from mechgrok.errors import CheckpointError, ConfigError, DiskFullError, RunDirError
+from mechgrok.errors import (
+    CheckpointError,
+    ConfigError,
+    DiskFullError,
+    MechgrokError,
+    RunDirError,
+)
 
 MANIFEST_KIND = "mechgrok.manifest"
 MANIFEST_SCHEMA_VERSION = 1
@@ -749,6 +755,7 @@ class RunWriter:
         self.manifest = manifest
         self._lock_fd = lock_fd
         self.metrics: list[dict[str, Any]] = []
+        self._unnamed: list[Path] = []
 
     # -- opening -------------------------------------------------------------------------------
     @staticmethod
@@ -852,6 +859,9 @@ class RunWriter:
         run (files it does not name are ignored and overwritten on resume).
         """
         rel = f"{CKPT_DIR}/epoch_{epoch:07d}.safetensors"
+        named = {c["file"] for c in self.manifest["checkpoints"]}
+        # written by this process, not yet in the manifest (see stop_after_disk_full)
+        self._unnamed = [] if rel in named else [self.path / rel]
         # One metadata key: safetensors writes a metadata dict in no fixed order, and the same
         # weights must give the same bytes (and SHA-256) every time.
         meta = json.dumps({"format": "mechgrok.checkpoint/1", "epoch": epoch, "step": step})
@@ -862,6 +872,8 @@ class RunWriter:
         # resume file that matches its recorded hash; the previous one goes once it is unnamed.
         rrel = f"{RESUME_PREFIX}{epoch:07d}.safetensors"
         rdata = tensors_to_bytes(resume_state, {"resume": json.dumps(resume_meta)})
+        if rrel != (self.manifest.get("resume") or {}).get("file"):
+            self._unnamed.append(self.path / rrel)
         atomic_write_bytes(self.path / rrel, rdata)
         self.write_metrics()
         old_resume = (self.manifest.get("resume") or {}).get("file")
@@ -870,9 +882,22 @@ class RunWriter:
         self.manifest["resume"] = {"file": rrel, "epoch": epoch, "size": len(rdata),
                                    "sha256": sha256_bytes(rdata)}
         self.write_manifest()
+        self._unnamed = []
         if old_resume and old_resume != rrel:
             with contextlib.suppress(OSError):
                 os.unlink(self.path / old_resume)
+
+    def stop_after_disk_full(self) -> None:
+        """After a full disk: remove the checkpoint and resume files this process wrote for a
+        checkpoint the manifest does not name yet (so the manifest fits), then record the
+        status ``interrupted``. Best effort: the disk may not even hold the manifest."""
+        for f in self._unnamed:
+            with contextlib.suppress(OSError):
+                f.unlink()
+        self._unnamed = []
+        self.manifest["status"] = "interrupted"
+        with contextlib.suppress(MechgrokError, OSError):
+            self.write_manifest()  # the metrics on disk already match its last checkpoint
 
     def remove_strays(self) -> None:
         """Delete the temporary files of mechgrok's own atomic writes (``.<file>.<random>.tmp``,

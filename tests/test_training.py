@@ -146,6 +146,7 @@ def test_full_disk_stops_cleanly_and_keeps_checkpoints(tmp_path: Path) -> None:
         assert r.returncode == 3, r
         assert_one_line_error(r, "no space left", "--resume")
         run = Run(disk / "r")
+        assert run.status == "interrupted"  # not left "running"
         cks = run.checkpoints()
         assert len(cks) >= 2 and cks[-1].epoch < 1000
         for ck in cks:

@@ -12,7 +12,6 @@ to one that was never interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -150,8 +149,7 @@ def _run(cfg: RunConfig, data: TaskData, writer: RunWriter, *, resumed: bool,
     try:
         return _loop(cfg, data, writer, resumed, progress, on_eval)
     except DiskFullError as e:
-        with contextlib.suppress(MechgrokError, OSError):  # the manifest may not fit either
-            writer.set_status("interrupted")
+        writer.stop_after_disk_full()
         cks = writer.manifest["checkpoints"]
         upto = f"up to epoch {cks[-1]['epoch']} " if cks else ""
         raise DiskFullError(f"{str(e).split('; ')[0]}; the run's checkpoints {upto}are intact: "
