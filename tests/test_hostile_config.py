@@ -16,7 +16,7 @@ import pytest
 
 from mechgrok.config import RunConfig, preset, resolve_config
 from mechgrok.errors import ConfigError
-from mechgrok.resources import RUNTIME_BYTES, check_memory, estimate_memory, parse_size
+from mechgrok.resources import check_memory, estimate_memory, parse_size
 from tests.conftest import ROOT, assert_one_line_error, run_cli
 
 TINY_SWEEP = """preset = "quick"
@@ -153,7 +153,6 @@ def test_estimate_grows_with_size_and_is_near_a_measured_run(tmp_path: Path) -> 
     est = estimate_memory(cfg)
     mib = {"measured": m["after"] / 2**20, "estimated": est["training"] / 2**20}
     assert m["after"] <= est["training"] <= 2.5 * m["after"], mib  # the whole process
-    assert m["before"] < RUNTIME_BYTES, m  # the runtime allowance covers the start-up
 
 
 def test_check_memory_passes_what_fits_and_names_what_dominates() -> None:
