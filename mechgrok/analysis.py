@@ -875,6 +875,10 @@ def analyze(run: Run | str | Path, probes: Sequence[str | Probe] | None = None, 
         raise RunDirError(f"run {run.path} has no checkpoints to analyse (train it first, or "
                           f"wait for its first checkpoint)")
     folder = run.path / ANALYSIS_DIR
+    for d in (folder, folder / ARRAYS_DIR):  # every write stays inside the run directory
+        if d.is_symlink():
+            raise RunDirError(f"{d} is a symlink; mechgrok writes its analysis only inside the "
+                              f"run directory: replace it with a folder, then analyse again")
     lock = _Lock(folder)
     try:
         sentinel = _Sentinel(run, folder, checkpoints)

@@ -493,3 +493,19 @@ def test_user_probe_from_the_current_folder_needs_no_pythonpath(trained: Path,
     rows = [json.loads(ln) for ln in (run / "analysis" / "measures.jsonl").read_text().splitlines()]
     assert {r["values"]["epoch_twice"] for r in rows if r["probe"] == "my_probe"} == {
         2 * e for e in range(0, 61, 10)}
+
+
+@pytest.mark.parametrize("link", ["analysis", "analysis/arrays"])
+def test_analyze_never_writes_through_a_symlinked_folder(trained: Path, tmp_path: Path,
+                                                         link: str) -> None:
+    run = _copy(trained, tmp_path / "r")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    shutil.rmtree(run / "analysis", ignore_errors=True)
+    if link == "analysis/arrays":
+        (run / "analysis").mkdir()
+    (run / link).symlink_to(elsewhere)
+    r = run_cli("analyze", str(run), "--no-progress")
+    assert_one_line_error(r, "symlink", link.split("/")[-1])
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.txt"]
