@@ -797,12 +797,28 @@ def _failure(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _run_one(p: Probe, ctx: CheckpointContext) -> tuple[str, Any]:
+    """One probe on one checkpoint, as every caller runs it (under ``no_grad`` unless it needs
+    gradients, torch's global state restored, its output checked): ``("ok", ProbeOutput)``,
+    ``("n/a", reason)`` or ``("error", text)``. Only KeyboardInterrupt propagates."""
+    import torch
+
+    try:
+        with _torch_state(), (torch.no_grad() if "grad" not in p.needs
+                              else contextlib.nullcontext()):
+            return "ok", check_output(p, p.compute(ctx))
+    except NotApplicable as e:
+        return "n/a", str(e)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # a probe's bug (or exit) must not stop the others
+        return "error", _failure(e)
+
+
 def _compute(ws: _Workspace, ck: CheckpointInfo, probes: list[Probe], rd: _RunDeps,
              ids: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every probe in ``probes`` on one checkpoint: (records, arrays). Never raises for a probe's
     failure or a bad checkpoint (only for KeyboardInterrupt): those become ``error`` records."""
-    import torch
-
     base = {"epoch": ck.epoch, "step": ck.step}
 
     def rec_for(p: Probe, uses_final: bool) -> dict[str, Any]:
@@ -818,19 +834,13 @@ def _compute(ws: _Workspace, ck: CheckpointInfo, probes: list[Probe], rd: _RunDe
     for p in probes:
         ws.run_ctx.used_final = False
         new_arrays: dict[str, Any] = {}
-        try:
-            with _torch_state(), (torch.no_grad() if "grad" not in p.needs
-                                  else contextlib.nullcontext()):
-                out = check_output(p, p.compute(ws.ctx))
+        status, out = _run_one(p, ws.ctx)
+        if status == "ok":
             result: dict[str, Any] = {"status": "ok", "values": out.scalars,
                                       "arrays": sorted(out.arrays)}
             new_arrays = {f"{p.name}.{k}": v for k, v in out.arrays.items()}
-        except NotApplicable as e:
-            result = {"status": "n/a", "reason": str(e)}
-        except KeyboardInterrupt:
-            raise
-        except BaseException as e:  # a probe's bug (or exit) must not stop the others
-            result = {"status": "error", "error": _failure(e)}
+        else:
+            result = {"status": status, "reason" if status == "n/a" else "error": out}
         rec = rec_for(p, ws.run_ctx.used_final)
         problems = ws.check()
         if problems:
@@ -1102,3 +1112,132 @@ def _summarise(run: Run, run_ctx: RunContext, records: dict, res: AnalysisResult
     if kf_error is not None:
         summary["errors"].append(kf_error)
     return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Any model object (the GrokModel protocol)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _ModelRun:
+    """What a probe's run context needs of a :class:`Run` when there is no run directory: the
+    config :func:`analyze_model` builds from its arguments."""
+
+    config: Any
+    id: str = "<model>"
+
+
+@contextlib.contextmanager
+def _eval_mode(*models: Any) -> Iterator[None]:
+    """Every module of ``models`` in eval mode for the block, each put back as it was."""
+    import torch
+
+    modes = [(m, m.training) for model in models if isinstance(model, torch.nn.Module)
+             for m in model.modules()]
+    for m, _ in modes:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _probe_on_model(p: Probe, ctx: CheckpointContext, model: Any) -> dict[str, Any]:
+    """One probe on an in-memory model, as :func:`_compute` runs it on a checkpoint: its dict,
+    ``{"n/a": reason}`` or ``{"error": text}``."""
+
+    from mechgrok.models.protocol import MEMBERS, OPTIONAL_MEMBERS, PROBE_MEMBERS
+
+    try:
+        with _torch_state():
+            reason = p.applies(ctx.run)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # a user's applies() that raises is that probe's failure
+        return {"error": f"applies() raised {_failure(e)}"}
+    if reason is not None:
+        if not isinstance(reason, str):
+            return {"error": f"applies() returned a {type(reason).__name__}; it must return None "
+                             f"or the reason it does not apply (a string)"}
+        return {"n/a": reason}
+    if getattr(p, "builtin", False):
+        lacking = [m for m in PROBE_MEMBERS.get(p.name, ())
+                   if m in OPTIONAL_MEMBERS and not callable(getattr(model, m, None))]
+        if lacking:
+            return {"n/a": f"the model has no {', '.join(lacking)} "
+                           f"({'; '.join(MEMBERS[m] for m in lacking)})"}
+    status, out = _run_one(p, ctx)
+    return {**out.scalars, **out.arrays} if status == "ok" else {status: out}
+
+
+def analyze_model(model: Any, task: str = "add", p: int | None = 113, *, frac_train: float = 0.3,
+                  data_seed: int = 0, split: tuple[Any, Any] | None = None,
+                  probes: Sequence[str | Probe] | None = None, final_model: Any = None,
+                  epoch: int = 0, train_config: Any = None) -> dict[str, dict[str, Any]]:
+    """Run probes on one model object that offers the
+    :class:`~mechgrok.models.protocol.GrokModel` protocol (your own class, or a mechgrok model),
+    with no run directory; nothing is stored.
+
+    * ``task``, ``p``: the task the model computes (``mechgrok tasks``); ``model.n_classes``
+      must be its number of elements.
+    * The train/test split (the ``loss``, ``restricted`` and ``collapse`` probes use it):
+      ``split = (train_idx, test_idx)``, indices into the task's pairs in row-major order
+      (pair ``(x, y)`` is ``x·p + y`` for the modular tasks), or else drawn as training does
+      from ``frac_train`` and ``data_seed``.
+    * ``probes``: names, ``module:Name`` specs or Probe objects (default: every registered probe).
+    * ``final_model``: the model the key frequencies are taken from (the restricted/excluded
+      loss use the final checkpoint's; default ``model`` itself). ``epoch`` is the checkpoint's
+      epoch probes see (``ctx.epoch``).
+    * ``train_config``: a :class:`~mechgrok.config.TrainConfig`, for the probes that read the
+      training settings (``collapse``: the loss and its dtype); default ``TrainConfig()``.
+      ``ctx.config.model`` is mechgrok's default model config: it does not describe ``model``.
+
+    The models are put in eval mode for the call (and back as they were after). Probes run as
+    ``mechgrok analyze`` runs them (the same probe objects, contexts, key-frequency finder and
+    result checks). Returns ``{probe: results}`` in the probes' order, where ``results`` is the
+    probe's ``{name: number or numpy array}``; ``{"n/a": reason}`` for a probe that does not apply
+    (the task is not add or sub for the Fourier probes; ``collapse`` on a model without
+    ``forward_last``); ``{"error": "<what it raised>"}`` for a probe that failed. A model that
+    does not offer the protocol is a :class:`MechgrokError` naming what it lacks.
+    """
+    import dataclasses
+
+    from mechgrok.config import RunConfig, TaskConfig, TrainConfig
+    from mechgrok.errors import ConfigError
+    from mechgrok.models.protocol import check_model
+    from mechgrok.probes.builtin import final_key_frequency_finder
+    from mechgrok.tasks import checked_split, make_dataset
+
+    final_model = model if final_model is None else final_model
+    check_model(model)
+    check_model(final_model)
+    tcfg = TaskConfig(name=task, p=p, frac_train=frac_train, data_seed=data_seed)
+    data = make_dataset(tcfg.name, tcfg.p, tcfg.frac_train, tcfg.data_seed)
+    if split is not None:
+        if not isinstance(split, (tuple, list)) or len(split) != 2:
+            raise ConfigError("split must be a pair (train_idx, test_idx)")
+        n_pairs = len(data.pairs)
+        train_idx, test_idx = checked_split(split[0], split[1], n_pairs, complete=False)
+        data = dataclasses.replace(data, train_idx=train_idx, test_idx=test_idx)
+        tcfg = tcfg.replace(frac_train=len(train_idx) / n_pairs)
+    for m in (model, final_model):
+        if m.n_classes != data.n:
+            raise ConfigError(f"{type(m).__name__} has n_classes = {m.n_classes}, but task "
+                              f"{tcfg.name!r}{'' if tcfg.p is None else f' mod {tcfg.p}'} has "
+                              f"{data.n} answer classes")
+    if train_config is None:
+        train_config = TrainConfig()
+    elif not isinstance(train_config, TrainConfig):
+        raise ConfigError(f"train_config must be a mechgrok.config.TrainConfig, got "
+                          f"{type(train_config).__name__}")
+    config = RunConfig(task=tcfg, train=train_config)
+    selected = resolve_probes(probes)
+
+    def finder() -> dict[str, list[int]]:
+        return final_key_frequency_finder(run_ctx, final_model)
+
+    run_ctx = _AnalysisRunContext(_ModelRun(config), data, finder)
+    ck = CheckpointInfo(epoch=epoch, step=epoch, file="", size=0, sha256="")
+    ctx = CheckpointContext(run_ctx, ck, model)
+    with _eval_mode(model, final_model):
+        return {pr.name: _probe_on_model(pr, ctx, model) for pr in selected}

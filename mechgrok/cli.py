@@ -431,6 +431,51 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
+def cmd_import(args: argparse.Namespace) -> int:
+    from mechgrok.interop.importer import import_run
+
+    task = {"name": args.task, "p": args.p, "frac_train": args.frac_train,
+            "data_seed": args.data_seed}
+    model: dict[str, Any] = {}
+    for key, value in _overrides(argparse.Namespace(set=args.set)).items():
+        section, _, fld = key.partition(".")
+        if section == "task":
+            task[fld] = value
+        elif section == "model":
+            model[fld] = value
+        else:
+            raise MechgrokError(f"--set {key}: import takes task.* and model.* settings only "
+                                f"(an imported run's training settings are not known)")
+    res = import_run(args.source, args.out_dir, args.as_name, fmt=args.format,
+                     allow_pickle=args.allow_pickle, mapping=args.mapping,
+                     tl_config=args.tl_config, split=args.split, task=task, model=model,
+                     epoch=args.epoch, epoch_offset=args.epoch_offset, overwrite=args.overwrite)
+    eps = res.epochs
+    print(f"imported {args.source} ({res.format}) as {res.path}: {len(eps)} checkpoint"
+          f"{'s' if len(eps) != 1 else ''}, epochs {eps[0]}–{eps[-1]}, in {res.seconds:.1f} s")
+    print(f"split: {res.split_from}")
+    for note in res.notes:
+        print(f"note: {note}")
+    f = res.final
+    print(f"final (mechgrok's evaluation): train acc {f['train_acc']:.3f} loss "
+          f"{f['train_loss']:.3g}; test acc {f['test_acc']:.3f} loss {f['test_loss']:.3g}")
+    print(f"size: {res.run_bytes / 1e6:.2f} MB (source {res.source_bytes / 1e6:.2f} MB); next: "
+          f"mechgrok analyze {res.path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mechgrok.interop.transformer_lens import export_run
+    from mechgrok.store import resolve_run_path
+
+    if args.to != "transformer-lens":  # pragma: no cover - argparse choices
+        raise MechgrokError(f"unknown export target {args.to!r}")
+    out = export_run(resolve_run_path(args.run, args.out_dir), args.dest, args.epoch)
+    print(f"wrote {out} (TransformerLens HookedTransformer weights and config); load it with "
+          f"mechgrok.interop.transformer_lens.load_bridge({str(out)!r})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mechgrok", description="Train, probe and report on grokking.")
     p.add_argument("--version", action="version", version=f"mechgrok {_version()}")
@@ -561,6 +606,62 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the sweep directory goes (default checkpoints/)")
     s.add_argument("--reports-dir", default="reports", help="where the report goes")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser(
+        "import", help="turn checkpoints from other tools into a mechgrok run directory",
+        description="Read SOURCE (the TransformerLens grokking-demo file, HookedTransformer state "
+                    "dicts, or any loop's state dicts with a mapping file) and write an ordinary "
+                    "run directory <out-dir>/NAME that analyze, report, compare and sweeps read. "
+                    "The format is detected when --format is left out. torch.save files are "
+                    "pickles: they are read only with --allow-pickle, through "
+                    "torch.load(weights_only=True). See docs/import.md.")
+    s.add_argument("source", metavar="SOURCE", help="a file or a folder of per-epoch files")
+    s.add_argument("--as", dest="as_name", required=True, metavar="NAME",
+                   help="the run's name (a folder under --out-dir)")
+    s.add_argument("--format", choices=["tl-demo", "tl-state", "state-dicts"],
+                   help="tl-demo: the TransformerLens grokking-demo file; tl-state: "
+                        "HookedTransformer state dict(s); state-dicts: any names, with --mapping")
+    s.add_argument("--allow-pickle", action="store_true",
+                   help="read torch.save (pickle) files, with torch.load(weights_only=True): "
+                        "tensors and plain data only")
+    s.add_argument("--mapping", metavar="FILE",
+                   help="TOML/JSON: your parameter names → mechgrok's, and the [model] they fill")
+    s.add_argument("--tl-config", metavar="FILE",
+                   help="a TransformerLens config as JSON (default: <stem>.json or config.json "
+                        "beside the weights, else the weights' shapes)")
+    s.add_argument("--split", metavar="FILE",
+                   help="the train/test indices (safetensors train_idx/test_idx, or JSON "
+                        "{\"train\": [...], \"test\": [...]}) when the source has none")
+    s.add_argument("--task", help="the task the model was trained on (default: the source's, "
+                                  "else add)")
+    s.add_argument("--p", type=int, help="modulus (default: the model's number of classes)")
+    s.add_argument("--frac-train", type=float,
+                   help="with no indices anywhere: the fraction of mechgrok's own split")
+    s.add_argument("--data-seed", type=int, help="with no indices anywhere: its seed")
+    s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="a task.* or model.* setting, e.g. --set model.act=gelu")
+    s.add_argument("--epoch", type=int, help="the epoch of a single state-dict file (default: "
+                                             "the number in its name, else 0)")
+    s.add_argument("--epoch-offset", type=int, metavar="N",
+                   help="add N to every source epoch (default 1 for tl-demo, whose epochs are "
+                        "0-based indices of the epoch just finished; 0 otherwise)")
+    s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS, help="where the run goes")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing mechgrok run of that name")
+    s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser(
+        "export", help="write a run's checkpoint as a folder TransformerLens loads",
+        description="Write RUN's checkpoint (the last unless --epoch) to DIR: config.json "
+                    "(TransformerLens config), model.safetensors (HookedTransformer weights), the "
+                    "split, and mechgrok.json. TransformerLens 4 loads it with "
+                    "TransformerBridge.boot_native; mechgrok import reads it back.")
+    s.add_argument("run", metavar="RUN", help="run directory (path or id under --out-dir)")
+    s.add_argument("--to", required=True, choices=["transformer-lens"], help="the target format")
+    s.add_argument("dest", metavar="DIR", help="the folder to create")
+    s.add_argument("--epoch", type=int, help="the checkpoint to export (default: the last)")
+    s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS, help="where run ids are looked up")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser(
         "run", help="train, analyse and report in one command (default: the quick preset)",

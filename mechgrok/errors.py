@@ -31,3 +31,8 @@ class DiskFullError(MechgrokError):
     """Writing to the run directory failed for lack of space; earlier files are intact."""
 
     exit_code = 3
+
+
+class SourceError(MechgrokError):
+    """A file or folder given to ``mechgrok import`` that mechgrok cannot read, or refuses to (a
+    pickle without ``--allow-pickle``, one that holds more than tensors and plain data)."""

@@ -10,7 +10,9 @@
 * ``ckpt/epoch_NNNNNNN.safetensors``: model parameters after that many epochs (tensors only);
 * ``resume_epoch_NNNNNNN.safetensors``: optimiser and RNG state at the last checkpoint, for
   ``--resume`` (tensors plus JSON metadata; one file, renamed per checkpoint);
-* ``run.lock``: held (``flock``) by the process training into the directory.
+* ``run.lock``: held (``flock``) by the process training into the directory;
+* ``imported.json`` (imported runs only): where ``mechgrok import`` read the run from (format,
+  source file and its SHA-256, where the split came from, the source's own loss curves).
 
 Every file is written atomically: a temporary file in the same folder, ``fsync``, ``rename``, then
 ``fsync`` of the folder, so a crash or a full disk leaves either the old file or the new one, never
@@ -34,7 +36,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,9 @@ MEASURES_FILE = "measures.jsonl"
 SUMMARY_FILE = "summary.json"
 ANALYSIS_ARRAYS_DIR = "arrays"
 SWEEP_DONE_FILE = "sweep_done.json"  # written by mechgrok ≤ 0.1.0 sweeps; still removable
+#: where an imported run came from (written by ``mechgrok import``; absent from trained runs)
+IMPORT_FILE = "imported.json"
+IMPORT_KIND = "mechgrok.import"
 #: a run whose manifest says one of these needs no more training (one definition: ``train
 #: --resume``, ``run``, sweeps and the vmapped trainer all read it)
 FINAL_STATUSES = ("finished", "grokked", "diverged")
@@ -381,6 +386,17 @@ class Run:
     def metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.path / METRICS_FILE)
 
+    def imported(self) -> dict[str, Any] | None:
+        """Where ``mechgrok import`` read this run from (``imported.json``), or None for a run
+        mechgrok trained. Only its text fields are relied on (format, source, split_from)."""
+        f = self.path / IMPORT_FILE
+        if not f.is_file() or f.is_symlink():
+            return None
+        rec = _read_json(f, "import record")
+        if rec.get("kind") != IMPORT_KIND:
+            raise RunDirError(f"{f} is not a mechgrok import record")
+        return rec
+
     def split(self) -> tuple[Any, Any]:
         """(train_idx, test_idx) as int64 tensors: each a 1-D list of distinct pair indices, the
         two disjoint and together every pair (verified against the manifest's hash by
@@ -605,7 +621,7 @@ def is_locked(path: Path) -> bool:
 
 # what mechgrok itself writes into a run directory, and so what it may remove with it
 _OWN_TOP = {CONFIG_FILE, MANIFEST_FILE, METRICS_FILE, SPLIT_FILE, LOCK_FILE, CKPT_DIR,
-            ANALYSIS_DIR}
+            ANALYSIS_DIR, IMPORT_FILE}
 _OWN_ANALYSIS = {MEASURES_FILE, SUMMARY_FILE, ANALYSIS_ARRAYS_DIR, ANALYSIS_LOCK_FILE,
                  SWEEP_DONE_FILE}
 _OWN_CKPT_RE = re.compile(r"^epoch_\d{7}\.safetensors$")
@@ -768,11 +784,14 @@ class RunWriter:
 
     @classmethod
     def create(cls, path: Path, config: RunConfig, split_tensors: dict[str, Any],
-               split_sha256: str) -> RunWriter:
+               split_sha256: str, fill: Callable[[RunWriter], None] | None = None) -> RunWriter:
         """A new run directory at ``path`` (absent, empty, or killed before its first manifest).
 
         The directory is built under a temporary name beside ``path`` (config, split, manifest)
-        and renamed into place, so ``path`` never holds a run without its manifest."""
+        and renamed into place, so ``path`` never holds a run without its manifest. ``fill``, when
+        given, writes the rest of the run (``mechgrok import``: every checkpoint, the metrics, the
+        final manifest) into the temporary directory before the rename, so the run appears whole
+        or not at all."""
         path = Path(path)
         if existing_run(path) is not None:
             raise RunDirError(
@@ -801,6 +820,8 @@ class RunWriter:
             w = cls(build, manifest, fd)
             w.write_manifest()
             w.write_metrics()
+            if fill is not None:
+                fill(w)
             if path.exists():
                 path.rmdir()  # empty (existing_run cleared a stillborn one); refuses otherwise
             os.rename(build, path)
@@ -862,12 +883,7 @@ class RunWriter:
         named = {c["file"] for c in self.manifest["checkpoints"]}
         # written by this process, not yet in the manifest (see stop_after_disk_full)
         self._unnamed = [] if rel in named else [self.path / rel]
-        # One metadata key: safetensors writes a metadata dict in no fixed order, and the same
-        # weights must give the same bytes (and SHA-256) every time.
-        meta = json.dumps({"format": "mechgrok.checkpoint/1", "epoch": epoch, "step": step})
-        data = tensors_to_bytes(state, {"mechgrok": meta})
-        atomic_write_bytes(self.path / rel, data)
-        info = CheckpointInfo(epoch, step, rel, len(data), sha256_bytes(data))
+        info = self.write_checkpoint_file(epoch, step, state)
         # The resume file gets a new name each time, so the manifest on disk always names a
         # resume file that matches its recorded hash; the previous one goes once it is unnamed.
         rrel = f"{RESUME_PREFIX}{epoch:07d}.safetensors"
@@ -886,6 +902,17 @@ class RunWriter:
         if old_resume and old_resume != rrel:
             with contextlib.suppress(OSError):
                 os.unlink(self.path / old_resume)
+
+    def write_checkpoint_file(self, epoch: int, step: int, state: dict[str, Any]) -> CheckpointInfo:
+        """Write the checkpoint file of ``epoch`` (not yet named by the manifest) and return its
+        manifest entry."""
+        rel = f"{CKPT_DIR}/epoch_{epoch:07d}.safetensors"
+        # One metadata key: safetensors writes a metadata dict in no fixed order, and the same
+        # weights must give the same bytes (and SHA-256) every time.
+        meta = json.dumps({"format": "mechgrok.checkpoint/1", "epoch": epoch, "step": step})
+        data = tensors_to_bytes(state, {"mechgrok": meta})
+        atomic_write_bytes(self.path / rel, data)
+        return CheckpointInfo(epoch, step, rel, len(data), sha256_bytes(data))
 
     def stop_after_disk_full(self) -> None:
         """After a full disk: remove the checkpoint and resume files this process wrote for a

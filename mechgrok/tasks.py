@@ -293,3 +293,30 @@ def make_dataset(name: str, p: int | None, frac_train: float, seed: int) -> Task
         train_idx=np.sort(perm[:n_train]),
         test_idx=np.sort(perm[n_train:]),
     )
+
+
+def checked_split(train_idx: object, test_idx: object, n_pairs: int, *, what: str = "split",
+                  complete: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A train/test split given from outside (a file's indices, a user's arrays) as sorted int64
+    arrays, after checking it: each a non-empty 1-D list of distinct integer pair indices in
+    0 … n_pairs − 1 (row-major over (x, y)), the two disjoint and, when ``complete``, together
+    every pair. Anything else is a one-line :class:`ConfigError` starting with ``what``."""
+    out = []
+    for name, v in (("train", train_idx), ("test", test_idx)):
+        a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+        if a.ndim != 1 or a.size == 0 or a.dtype.kind not in "iu":
+            raise ConfigError(f"{what}: the {name} indices must be a non-empty 1-D list of "
+                              f"integers, got shape {a.shape} of {a.dtype}")
+        out.append(a.astype(np.int64))
+    tr, te = out
+    both = np.concatenate([tr, te])
+    distinct = len(np.unique(both)) == len(both)
+    in_range = int(both.min()) >= 0 and int(both.max()) < n_pairs
+    if not (distinct and in_range and (len(both) == n_pairs or not complete)):
+        need = (f"name each of the task's {n_pairs} pairs exactly once" if complete else
+                f"be distinct pair indices of the task's {n_pairs} pairs")
+        raise ConfigError(f"{what}: {len(tr)} train + {len(te)} test indices"
+                          f"{'' if in_range else ' (some outside 0 … ' + str(n_pairs - 1) + ')'}"
+                          f"{'' if distinct else ' (some repeated or in both)'}; they must {need} "
+                          f"(indices 0 … {n_pairs - 1}, row-major over (x, y))")
+    return np.sort(tr), np.sort(te)

@@ -7,9 +7,10 @@ import torch
 from mechgrok.config import MLPConfig, RunConfig, TransformerConfig
 from mechgrok.models.base import HookedModel
 from mechgrok.models.mlp import MLPModel
+from mechgrok.models.protocol import GrokModel, check_model
 from mechgrok.models.transformer import Transformer
 
-__all__ = ["HookedModel", "MLPModel", "Transformer", "build_model"]
+__all__ = ["GrokModel", "HookedModel", "MLPModel", "Transformer", "build_model", "check_model"]
 
 
 def build_model(cfg: RunConfig) -> HookedModel:

@@ -181,7 +181,16 @@ def summary_rows(d: RunData) -> tuple[list[tuple[str, str]], list[tuple[str, str
                         f"{'full batch' if tr.batch_size is None else f'batch {tr.batch_size}'}, "
                         f"loss in {tr.loss_dtype}, model in {tr.model_dtype}, seed {tr.seed}")),
     ]
-    extra = _stability_setting(tr)
+    imported = d.run.imported()
+    if imported is not None:  # the [train] section holds defaults, not the source's settings
+        files = imported.get("source_files") or [{}]
+        setting[2:] = [
+            ("imported from", _e(f"{imported.get('source', '?')} ({imported.get('format', '?')}"
+                                 f", {len(files)} file{'s' if len(files) != 1 else ''}); its "
+                                 f"training settings are not recorded")),
+            ("split", _e(str(imported.get("split_from", "?")))),
+        ]
+    extra = None if imported is not None else _stability_setting(tr)
     if extra:
         setting.append(("stability", _e(extra)))
     setting.append(("status", _e(f"{d.run.status}, {len(d.checkpoints)} checkpoints")))
