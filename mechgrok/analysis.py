@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mechgrok.errors import CheckpointError, MechgrokError, RunDirError
+from mechgrok.errors import CheckpointError, ConfigError, MechgrokError, RunDirError
 from mechgrok.probes import NotApplicable, Probe, get_probe, load_probe, registry
 from mechgrok.probes.base import CheckpointContext, RunContext, check_output, is_probe_name
 from mechgrok.store import ANALYSIS_ARRAYS_DIR as ARRAYS_DIR
@@ -413,6 +413,9 @@ class AnalysisResult:
     not_applicable: dict[str, str] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: processes that computed checkpoints (1: this one), and why not more when asked for more
+    workers: int = 1
+    workers_note: str | None = None
 
 
 def resolve_probes(specs: Sequence[str | Probe] | None) -> list[Probe]:
@@ -870,14 +873,26 @@ def _identity(p: Probe) -> str:
 def analyze(run: Run | str | Path, probes: Sequence[str | Probe] | None = None, *,
             force: bool = False, progress: bool | None = None,
             on_checkpoint: Callable[[CheckpointInfo], None] | None = None,
-            verdict_rules: Any = None) -> AnalysisResult:
+            verdict_rules: Any = None, workers: int = 1) -> AnalysisResult:
     """Run probes over every checkpoint of a run; store what was missing or stale; update the
     summary.
 
     ``verdict_rules`` (a :class:`~mechgrok.probes.clockpizza.VerdictRules`) sets the clock/pizza
     thresholds the summary applies to the stored raw numbers (default: its documented defaults).
+
+    ``workers`` > 1 computes checkpoints in that many worker processes (``mechgrok analyze
+    --workers``; the CLI's default is the cores available). The measures table, the arrays and
+    the summary are byte-for-byte the same for any number of workers: every checkpoint is
+    computed with :data:`ANALYSIS_THREADS` torch thread(s) whichever process computes it, and the
+    records are written in the same order. Probes that cannot be sent to another process (a
+    lambda, a class defined inside a function) run in this process instead, which
+    :attr:`AnalysisResult.workers` says. Workers are spawned processes: a script that calls
+    ``analyze(..., workers=N)`` must do so under ``if __name__ == "__main__":``.
     """
     t0 = time.perf_counter()
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
+        raise ConfigError(f"workers must be a number of processes from 1 to 1024, got "
+                          f"{workers!r}")
     run = run if isinstance(run, Run) else Run(run)
     selected = resolve_probes(probes)
     checkpoints = run.checkpoints()
@@ -892,8 +907,9 @@ def analyze(run: Run | str | Path, probes: Sequence[str | Probe] | None = None, 
     lock = _Lock(folder)
     try:
         sentinel = _Sentinel(run, folder, checkpoints)
-        return _analyze(run, checkpoints, selected, folder, force, progress, on_checkpoint, t0,
-                        verdict_rules, sentinel)
+        with _threads(ANALYSIS_THREADS):
+            return _analyze(run, checkpoints, selected, folder, force, progress, on_checkpoint,
+                            t0, verdict_rules, sentinel, workers)
     finally:
         lock.close()
 
@@ -937,7 +953,7 @@ def pending(run: Run | str | Path, probes: Sequence[str | Probe] | None = None) 
 def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe], folder: Path,
              force: bool, progress: bool | None,
              on_checkpoint: Callable[[CheckpointInfo], None] | None, t0: float,
-             verdict_rules: Any, sentinel: _Sentinel) -> AnalysisResult:
+             verdict_rules: Any, sentinel: _Sentinel, workers: int = 1) -> AnalysisResult:
     mpath = folder / MEASURES_FILE
     sentinel.check()
     records = _records(mpath)
@@ -1008,8 +1024,7 @@ def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe],
             bar.update(1)
 
     try:
-        for ck, todo in work:
-            recs, arrays = _compute(ws, ck, todo, rd, ids)
+        for ck, (recs, arrays) in _computed(ws, work, rd, ids, checkpoints, workers, res):
             store(ck.epoch, recs, arrays)
         for ck, _ in plan:  # checkpoints with nothing to compute but n/a records, or nothing at all
             if ck.epoch not in written:
@@ -1024,6 +1039,109 @@ def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe],
     atomic_write_json(folder / SUMMARY_FILE, res.summary)
     res.seconds = time.perf_counter() - t0
     return res
+
+
+# --------------------------------------------------------------------------------------------
+# Worker processes (analyze --workers)
+# --------------------------------------------------------------------------------------------
+#: torch threads every checkpoint is computed with, in whichever process computes it: a matmul's
+#: rounding depends on how many threads split it, and the measures must not depend on --workers
+ANALYSIS_THREADS = 1
+#: fewer checkpoints to compute than this per worker, and fewer workers are started
+MIN_CHECKPOINTS_PER_WORKER = 8
+_WORKER: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    import torch
+
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+def _worker_init(run: Run, checkpoints: list[CheckpointInfo], probes: list[Probe],
+                 ids: dict[str, str]) -> None:
+    """A worker process's own workspace: the run as the parent read it (its checkpoint list, not
+    a newer manifest), the same probes and identities."""
+    import torch
+
+    torch.set_num_threads(ANALYSIS_THREADS)
+    _WORKER.update(ws=_Workspace(run, checkpoints[-1]), rd=_RunDeps.of(run, checkpoints),
+                   ids=ids, probes={p.name: p for p in probes},
+                   cks={c.epoch: c for c in checkpoints})
+
+
+def _worker_compute(epoch: int, names: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    w = _WORKER
+    return _compute(w["ws"], w["cks"][epoch], [w["probes"][n] for n in names], w["rd"], w["ids"])
+
+
+def _sendable(probes: list[Probe]) -> str | None:
+    """None when the probes survive the trip to a worker process, else why not."""
+    import pickle
+
+    try:
+        back = pickle.loads(pickle.dumps(probes))
+    except Exception as e:  # a lambda, a local class, a probe whose module moved
+        return f"{type(e).__name__}: {e}"
+    if [p.name for p in back] != [p.name for p in probes]:
+        return "a probe came back under another name"
+    return None
+
+
+def _computed(ws: _Workspace, work: list[tuple[CheckpointInfo, list[Probe]]], rd: _RunDeps,
+              ids: dict[str, str], checkpoints: list[CheckpointInfo], workers: int,
+              res: AnalysisResult) -> Iterator[tuple[CheckpointInfo, tuple[list, dict]]]:
+    """Each checkpoint's (records, arrays), in ``work``'s order: here, or from ``workers``
+    processes (results that arrive early wait for their turn, so the table is written in the same
+    order either way; what was written stays written if the analysis is interrupted)."""
+    # a worker costs a process start and the final key frequencies: worth it from a few
+    # checkpoints each
+    workers = max(1, min(workers, len(work) // MIN_CHECKPOINTS_PER_WORKER))
+    probes = list({p.name: p for _, todo in work for p in todo}.values())
+    why = _sendable(probes) if workers > 1 else None
+    if why is not None:
+        res.workers_note = f"one process: the probes cannot be sent to workers ({why})"
+    if workers <= 1 or why is not None:
+        res.workers = 1
+        for ck, todo in work:
+            yield ck, _compute(ws, ck, todo, rd, ids)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    res.workers = workers
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                               initializer=_worker_init,
+                               initargs=(ws.run, checkpoints, probes, ids))
+    try:
+        futures = [(ck, pool.submit(_worker_compute, ck.epoch, [p.name for p in todo]))
+                   for ck, todo in work]
+        for ck, fut in futures:
+            try:
+                out = fut.result()
+            except BrokenProcessPool:
+                raise MechgrokError(
+                    f"an analysis worker process died at epoch {ck.epoch} (killed, out of "
+                    f"memory, or it could not start: a script calling analyze(workers=N) must do "
+                    f"so under `if __name__ == \"__main__\":`); what was computed before is "
+                    f"kept: run the same command again, or with fewer workers") from None
+            yield ck, out
+    finally:
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:  # an interrupted analysis leaves no worker behind
+            if proc.is_alive():
+                proc.terminate()
+            proc.join(timeout=5)
 
 
 def _num(v: Any) -> bool:
@@ -1203,7 +1321,6 @@ def analyze_model(model: Any, task: str = "add", p: int | None = 113, *, frac_tr
     import dataclasses
 
     from mechgrok.config import RunConfig, TaskConfig, TrainConfig
-    from mechgrok.errors import ConfigError
     from mechgrok.models.protocol import check_model
     from mechgrok.probes.builtin import final_key_frequency_finder
     from mechgrok.tasks import checked_split, make_dataset

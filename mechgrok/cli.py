@@ -227,9 +227,12 @@ def _fmt_freqs(v: Any) -> str:
 
 def print_analysis(res: Any) -> None:
     s = res.summary
+    workers = f", {res.workers} worker processes" if res.workers > 1 else ""
     print(f"analysed {res.run.path}: {res.checkpoints} checkpoints × {len(res.probes)} probes "
           f"({res.computed} computed{f', {res.stale} of them stale' if res.stale else ''}, "
-          f"{res.reused} already there) in {res.seconds:.1f} s")
+          f"{res.reused} already there) in {res.seconds:.1f} s{workers}")
+    if res.workers_note:
+        print(f"note: {res.workers_note}")
     kf = s.get("key_frequencies", {})
     if "not_applicable" in kf:
         print(f"key frequencies: n/a ({kf['not_applicable']})")
@@ -284,12 +287,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     run = Run(resolve_run_path(args.run, args.out_dir))  # validate before torch loads
     from mechgrok.analysis import analyze
     from mechgrok.probes.clockpizza import VerdictRules
+    from mechgrok.resources import available_cores
 
     rules = VerdictRules(**{k: getattr(args, k) for k in ("pizza_gs", "pizza_di", "clock_gs",
                                                           "clock_di", "circ_min")
                             if getattr(args, k) is not None})
     res = analyze(run, args.probe or None, force=args.force, progress=args.progress,
-                  verdict_rules=rules)
+                  verdict_rules=rules,
+                  workers=available_cores() if args.workers is None else args.workers)
     print_analysis(res)
     return 1 if res.errors else 0
 
@@ -365,8 +370,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     from mechgrok.analysis import analyze
     from mechgrok.report import write_report
+    from mechgrok.resources import available_cores
 
-    res = analyze(path, progress=progress)
+    res = analyze(path, progress=progress, workers=available_cores())
     print_analysis(res)
     report = write_report(res.run, reports_dir=args.reports_dir)
     print(f"report: {report}")
@@ -539,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--probe", action="append", metavar="NAME|module:Name",
                    help="run only these probes (repeatable); module:Name runs your own")
     s.add_argument("--force", action="store_true", help="recompute what is already there")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes, one torch thread each (default: the cores available); "
+                        "the results are the same, byte for byte, for any N")
     s.add_argument("--pizza-gs", type=float, metavar="X",
                    help="clock/pizza verdict: pizza needs gradient symmetricity > X (0.98)")
     s.add_argument("--pizza-di", type=float, metavar="X",

@@ -58,6 +58,7 @@ __all__ = [
     "ENV_VAR",
     "EVAL_CHUNK",
     "RUNTIME_BYTES",
+    "available_cores",
     "available_memory",
     "check_memory",
     "estimate_memory",
@@ -367,3 +368,12 @@ def _way_forward(cfg: Any, est: dict[str, int], room: int, analysis: bool, n_mod
     tips.append(f"set {ENV_VAR} (bytes, e.g. 64GiB) if more memory is free than the system "
                 f"reports")
     return ", or ".join(tips)
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers and ``taskset``
+    set), else the machine's count: the default number of worker processes."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

@@ -59,6 +59,7 @@ from typing import Any
 
 from mechgrok.config import MAX_SEED, RunConfig, load_config_file, resolve_config
 from mechgrok.errors import ConfigError, MechgrokError, RunDirError
+from mechgrok.resources import available_cores
 from mechgrok.store import FINAL_STATUSES
 
 __all__ = [
@@ -785,7 +786,7 @@ def connect_ray(address: str | None, workers: int | None) -> Any:
                           "logging_level": "ERROR", "configure_logging": True}
     try:
         if address is None:
-            ray.init(num_cpus=workers or os.cpu_count() or 1,
+            ray.init(num_cpus=workers or available_cores(),
                      object_store_memory=100 * 1024 * 1024, **kw)
         else:
             ray.init(address=address, **kw)
@@ -890,7 +891,7 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path = "checkpoints",
         _write_sweep_file(sweep_dir, spec, points, states)
 
     if jobs:
-        n_workers = workers or min(len(jobs), os.cpu_count() or 1)
+        n_workers = workers or min(len(jobs), available_cores())
         try:
             if backend == "local":
                 _run_local(jobs, n_workers, retries, collect)

@@ -118,6 +118,36 @@ class _FunctionProbe(Probe):
     def __call__(self, ctx: CheckpointContext) -> dict[str, Any]:
         return self.fn(ctx)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by reference, as a function is: its name in the registry when it is the
+        registered probe of that name, else the module and name of the decorated function
+        (``mechgrok analyze --workers`` sends the probes to its worker processes this way)."""
+        from mechgrok.probes import registry
+
+        if registry().get(self.name) is self:
+            return (_registered_probe, (self.name,))
+        return (_probe_by_reference, (self.fn.__module__, self.fn.__qualname__, self.name))
+
+
+def _registered_probe(name: str) -> Probe:
+    from mechgrok.probes import get_probe
+
+    return get_probe(name)
+
+
+def _probe_by_reference(module: str, qualname: str, name: str) -> Probe:
+    """The probe a module defines at ``qualname`` (a ``@probe`` function, or a plain function
+    turned into one by :func:`as_probe`)."""
+    import importlib
+
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    p = as_probe(obj, f"{module}:{qualname}")
+    if p.name != name:
+        raise ProbeError(f"{module}:{qualname} is probe {p.name!r} now, not {name!r}")
+    return p
+
 
 def probe(name: str | None = None, *, needs: Iterable[str] = (), description: str = "",
           applies: Callable[[RunContext], str | None] | None = None

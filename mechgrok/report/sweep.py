@@ -12,7 +12,20 @@ aggregates the runs at that point (its seeds, and every value of any other swept
   :func:`mechgrok.probes.phases.liu_label`): the most common label, with the counts of each.
 
 Everything comes from each run's training metrics, so a sweep trained with ``--no-analyze``
-gets its phase diagrams too. A grid of one axis gets the same three measures as a line with
+gets its phase diagrams too.
+
+**Curves at scale.** Up to :data:`AGGREGATE_ABOVE` runs with curves, the report overlays every
+run's test and train accuracy (one colour per grid point). Above it, one line per run is
+unreadable (and past 10 grid points the colours repeat) and the file grows with runs × epochs,
+so each grid point is drawn instead as the **median over its seeds with a shaded band from the
+lowest to the highest seed** (:func:`aggregated_curves`), one panel per value of the second
+drawn axis and one colour per value of the first. Each curve is thinned to about
+:data:`MAX_POINTS` of the epochs its seeds were evaluated at (:func:`thin_indices`: the first
+and last, each seed's memorisation and generalisation epochs, and in every bucket of epochs the
+lowest and highest median and the band's extremes), so a spike or a crossing is never thinned
+away. Every run stays reachable: the runs table lists each one with its numbers and a *plot*
+button, and its own thinned curves travel in the page as compact JSON; clicking a run's button,
+or a grid point's median curve, draws those runs in the *individual runs* figure. A grid of one axis gets the same three measures as a line with
 error bars; a sweep of seeds only gets the table and the curves.
 
 ``sweep.json`` and the runs' metrics are not trusted: :func:`mechgrok.sweep.load_sweep` and
@@ -44,6 +57,13 @@ LABELS = ("comprehension", "grokking", "memorisation", "confusion")
 LABEL_COLOURS = ("#2ca02c", "#1f77b4", "#ff7f0e", "#d62728")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
+#: above this many runs with curves the report draws each grid point's median and spread
+#: instead of every run's own curve: 50 runs is 10 grid points of 5 seeds, where the palette's
+#: 10 colours run out and 100 overlaid lines per figure stop being readable
+AGGREGATE_ABOVE = 50
+#: about the most points one aggregated (or on-demand per-run) curve keeps
+MAX_POINTS = 200
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 
 @dataclass
@@ -306,8 +326,281 @@ def sweep_curves(sd: SweepData | str | Path, metric: str = "test_acc") -> go.Fig
     return fig
 
 
-def render_sweep_report(sweep_dir: str | Path, axes: Sequence[str] | None = None) -> str:
+# --- curves at scale ---------------------------------------------------------------------------
+
+
+def thin_indices(n: int, series: Sequence[np.ndarray], max_points: int = MAX_POINTS,
+                 keep: Sequence[int] = ()) -> np.ndarray:
+    """The indices (sorted, unique) of the ≤ ~``max_points`` samples a curve of ``n`` samples
+    keeps: all of them when ``n ≤ max_points``; else the first and last, every index in
+    ``keep`` (crossings that matter), and, in each of ``max_points // (2·len(series))``
+    equal buckets, the index of the lowest and of the highest value of every series. So an
+    extreme (a spike, a dip, the top and bottom of a jump) is never thinned away; at most
+    ``max_points + 2 + len(keep)`` indices."""
+    if n <= max_points:
+        return np.arange(n)
+    n_buckets = max(1, max_points // (2 * max(1, len(series))))
+    bucket = np.arange(n) * n_buckets // n  # equal buckets, in order
+    first = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    parts = [np.array([0, n - 1]), np.asarray([k for k in keep if 0 <= k < n], dtype=int)]
+    for s in series:
+        s = np.asarray(s, dtype=float)
+        for v in (np.where(np.isnan(s), np.inf, s), np.where(np.isnan(s), np.inf, -s)):
+            # sorted by bucket, then value (stable: the earliest of equals), the first of each
+            # bucket's block is its lowest value (of -s: its highest)
+            parts.append(np.lexsort((v, bucket))[first])
+    return np.unique(np.concatenate(parts))
+
+
+def _matrix(runs: Sequence[SweepRun], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs E: the union of the runs' evaluation epochs, values: runs × E). A run evaluated
+    at other epochs than another is interpolated linearly onto E within its own span (NaN
+    outside it); runs evaluated at the same epochs (a sweep's seeds) are taken exactly."""
+    firsts = [np.asarray(r.epochs) for r in runs]
+    same = all(len(e) == len(firsts[0]) and np.array_equal(e, firsts[0]) for e in firsts)
+    E = firsts[0] if same else np.unique(np.concatenate(firsts))
+    V = np.full((len(runs), E.size), np.nan)
+    for i, (r, e) in enumerate(zip(runs, firsts)):
+        v = np.asarray(getattr(r, metric), dtype=float)
+        if same:
+            V[i] = v
+        else:
+            inside = (E >= e[0]) & (E <= e[-1])
+            V[i, inside] = np.interp(E[inside], e, v)
+    return E, V
+
+
+@dataclass
+class GroupCurve:
+    """One grid point's curve of one metric: the median over its runs (seeds) and the band from
+    the lowest to the highest, at the thinned epochs, and how many epochs there were."""
+
+    key: tuple[str, ...]
+    runs: list[SweepRun]
+    epochs: np.ndarray
+    median: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    n_epochs: int
+
+
+def group_curve(key: tuple[str, ...], runs: Sequence[SweepRun], metric: str,
+                max_points: int = MAX_POINTS) -> GroupCurve:
+    """The median and min–max band of ``metric`` over ``runs`` (seeds of one grid point), on
+    their shared evaluation epochs thinned by :func:`thin_indices` (each run's memorisation and
+    generalisation epochs, and the one before each, are kept)."""
+    E, V = _matrix(runs, metric)
+    med = np.nanmedian(V, axis=0)
+    lo, hi = np.nanmin(V, axis=0), np.nanmax(V, axis=0)
+    keep: list[int] = []
+    for r in runs:
+        for ep in (r.memorised, r.generalised):
+            if ep is not None:
+                i = int(np.searchsorted(E, ep))
+                keep += [i - 1, i]
+    idx = thin_indices(E.size, [med, lo, hi], max_points, keep)
+    return GroupCurve(key, list(runs), E[idx], med[idx], lo[idx], hi[idx], int(E.size))
+
+
+def grid_groups(sd: SweepData) -> dict[tuple[str, ...], list[SweepRun]]:
+    """The runs with curves, grouped by grid point (every axis's formatted value), grid order;
+    each group's runs in the sweep's order (its seeds)."""
+    keys = [k for k, _ in sd.axes]
+    out: dict[tuple[str, ...], list[SweepRun]] = {
+        key: [] for key in itertools.product(*[[_fmt(v) for v in sd.values(k)] for k in keys])}
+    for r in sd.with_curves():
+        out.setdefault(tuple(_fmt(r.point.get(k)) for k in keys), []).append(r)
+    return {k: v for k, v in out.items() if v}
+
+
+def _short_key(k: str) -> str:
+    return str(k).split(".", 1)[-1]
+
+
+def _colours(n: int) -> list[str]:
+    from plotly.colors import sample_colorscale
+
+    if n <= 1:
+        return [PALETTE[0]]
+    return sample_colorscale("Viridis", [0.9 * i / (n - 1) for i in range(n)])
+
+
+def _rgba(colour: str, alpha: float) -> str:
+    if colour.startswith("#"):
+        r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    else:
+        r, g, b = (int(float(x)) for x in colour[colour.index("(") + 1:-1].split(",")[:3])
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _r(a: np.ndarray) -> list[float]:
+    """Accuracies rounded to 4 decimals (well under a pixel) for the page's compact JSON."""
+    return [round(float(x), 4) for x in a]
+
+
+def aggregated_curves(sd: SweepData | str | Path, metric: str = "test_acc",
+                      axes: Sequence[str] | None = None, max_points: int = MAX_POINTS
+                      ) -> go.Figure:
+    """Each grid point's median ``metric`` over its seeds, with a band from the lowest to the
+    highest seed (:func:`group_curve`): one panel per value of the second drawn axis, one colour
+    per value of the first, one line style per value of any other swept axis. Each median trace's
+    ``meta`` is its grid point's index in :func:`grid_groups` (the report's click handler uses
+    it)."""
+    from plotly.subplots import make_subplots
+
+    from mechgrok.report.figures import HEIGHT, TEMPLATE
+
+    sd = sd if isinstance(sd, SweepData) else SweepData(sd)
+    groups = grid_groups(sd)
+    if not groups:
+        raise NoData(f"no run of sweep {sd.name} has metrics yet")
+    keys = [k for k, _ in sd.axes]
+    ax = sd.pick_axes(axes)
+    name = "Test accuracy" if metric == "test_acc" else "Train accuracy"
+    colour_vals = [_fmt(v) for v in sd.values(ax[0])] if ax else [""]
+    panel_vals = [_fmt(v) for v in sd.values(ax[1])] if len(ax) > 1 else [""]
+    others = [k for k in keys if k not in ax]
+    other_combos = {c: i for i, c in enumerate(itertools.product(
+        *[[_fmt(v) for v in sd.values(k)] for k in others]))}
+    colours = _colours(len(colour_vals))
+    cols = min(len(panel_vals), 4)
+    rows = math.ceil(len(panel_vals) / cols)
+    titles = [text(f"{_short_key(ax[1])} = {v}") for v in panel_vals] if len(ax) > 1 else None
+    fig = make_subplots(rows=rows, cols=cols, shared_xaxes="all", shared_yaxes="all",
+                        subplot_titles=titles, horizontal_spacing=0.035,
+                        vertical_spacing=min(0.3 / rows, 0.12) if rows > 1 else 0.0)
+    traces: list[go.Scatter] = []
+    where: list[tuple[int, int]] = []
+    shown: set[str] = set()
+    for gi, (key, runs) in enumerate(groups.items()):
+        g = group_curve(key, runs, metric, max_points)
+        val = dict(zip(keys, key))
+        cv = val[ax[0]] if ax else ""
+        pv = val[ax[1]] if len(ax) > 1 else ""
+        ci = colour_vals.index(cv) if cv in colour_vals else 0
+        pi = panel_vals.index(pv) if pv in panel_vals else 0
+        dash = DASHES[other_combos.get(tuple(val[k] for k in others), 0) % len(DASHES)]
+        col = colours[ci % len(colours)]
+        label = text(", ".join(f"{_short_key(k)}={v}" for k, v in val.items()) or "all runs")
+        legend = text(f"{_short_key(ax[0])}={cv}") if ax else "median"
+        # numpy arrays: plotly writes them as compact binary (float32: 4 bytes a value)
+        x, f4 = g.epochs, np.float32
+        traces.append(go.Scatter(
+            x=np.concatenate([x, x[::-1]]), y=np.concatenate([g.hi, g.lo[::-1]]).astype(f4),
+            fill="toself", mode="lines", line=dict(width=0), fillcolor=_rgba(col, 0.16),
+            hoverinfo="skip", legendgroup=legend, showlegend=False, name=legend))
+        traces.append(go.Scatter(
+            x=x, y=g.median.astype(f4), mode="lines", name=legend, legendgroup=legend,
+            showlegend=legend not in shown, line=dict(color=col, width=1.6, dash=dash),
+            customdata=np.stack([g.lo, g.hi], axis=1).astype(f4), meta=gi,
+            hovertemplate=f"{label} · {len(runs)} run{'s' if len(runs) != 1 else ''}<br>"
+                          f"epoch %{{x}}: median %{{y:.3f}} (%{{customdata[0]:.3f}}–"
+                          f"%{{customdata[1]:.3f}})<extra></extra>"))
+        shown.add(legend)
+        where += [(pi // cols + 1, pi % cols + 1)] * 2
+    fig.add_traces(traces, rows=[w[0] for w in where], cols=[w[1] for w in where])
+    fig.update_layout(template=TEMPLATE, height=max(HEIGHT, 60 + 230 * rows),
+                      title=text(f"{name}: median of each grid point's seeds, band from the "
+                                 f"lowest to the highest"),
+                      margin=dict(l=60, r=20, t=80, b=45), hovermode="closest",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right",
+                                  x=1, title=text(_short_key(ax[0])) if ax else None))
+    fig.update_yaxes(range=[-0.02, 1.02])
+    fig.update_yaxes(title_text=text(metric), col=1)
+    fig.update_xaxes(title_text="epoch", row=rows)
+    return fig
+
+
+def runs_payload(sd: SweepData, max_points: int = MAX_POINTS) -> dict[str, Any]:
+    """What the page embeds so every run can be drawn on demand: each run's test and train
+    accuracy thinned by :func:`thin_indices` (its memorisation and generalisation kept), and
+    each grid point's run ids (the index a median trace's ``meta`` holds)."""
+    runs: dict[str, Any] = {}
+    for r in sd.with_curves():
+        te, tr = np.asarray(r.test_acc, float), np.asarray(r.train_acc, float)
+        e = np.asarray(r.epochs)
+        keep: list[int] = []
+        for ep in (r.memorised, r.generalised):
+            if ep is not None:
+                i = int(np.searchsorted(e, ep))
+                keep += [i - 1, i]
+        idx = thin_indices(e.size, [te, tr], max_points, keep)
+        point = ", ".join(f"{_short_key(k)}={_fmt(v)}" for k, v in r.point.items())
+        runs[r.run_id] = {"name": text(f"{r.run_id} ({point + ', ' if point else ''}seed "
+                                       f"{r.seed})"),
+                          "e": e[idx].tolist(), "te": _r(te[idx]), "tr": _r(tr[idx])}
+    groups = [[r.run_id for r in g] for g in grid_groups(sd).values()]
+    return {"runs": runs, "groups": groups}
+
+
+def _run_traces(payload: dict[str, Any], run_id: str, colour: str) -> list[go.Scatter]:
+    r = payload["runs"][run_id]
+    return [go.Scatter(x=r["e"], y=r[k], mode="lines", name=f"{r['name']} {what}", meta=run_id,
+                       legendgroup=run_id, line=dict(color=colour, width=1.4, dash=dash),
+                       hovertemplate=f"{r['name']}<br>{what} acc, epoch %{{x}}: %{{y:.3f}}"
+                                     f"<extra></extra>")
+            for k, what, dash in (("te", "test", "solid"), ("tr", "train", "dot"))]
+
+
+def selected_runs_figure(payload: dict[str, Any]) -> go.Figure:
+    """The *individual runs* figure: at first the runs of the first grid point; the page's
+    script adds and removes runs (:data:`_RUNS_JS`)."""
+    fig = _fig("Individual runs (test solid, train dotted)", yaxis="accuracy", height=440)
+    first = payload["groups"][0] if payload["groups"] else []
+    for i, rid in enumerate(first):
+        fig.add_traces(_run_traces(payload, rid, PALETTE[i % len(PALETTE)]))
+    fig.update_yaxes(range=[-0.02, 1.02])
+    fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1, yanchor="top"),
+                      margin=dict(r=320))
+    return fig
+
+
+# Adds a run's two curves to #fig-runs-selected (or removes them), from the JSON in
+# #sweep-runs-data; wired to the runs table's buttons and to clicks on a median curve.
+_RUNS_JS = """(function(){
+var el=document.getElementById("sweep-runs-data"),gd=document.getElementById("fig-runs-selected");
+if(!el||!gd||!window.Plotly)return;
+var D=JSON.parse(el.textContent),P=%s,next=0;
+function idx(id){var o=[];(gd.data||[]).forEach(function(t,i){if(t.meta===id)o.push(i);});return o;}
+function mark(id,on){document.querySelectorAll('button.plot-run').forEach(function(b){
+  if(b.getAttribute("data-run")===id)b.setAttribute("aria-pressed",on?"true":"false");});}
+function show(id,on){var have=idx(id);
+  if(have.length){if(on!==true){Plotly.deleteTraces(gd,have);mark(id,false);}return;}
+  if(on===false)return;var r=D.runs[id];if(!r)return;var c=P[next++%%P.length];
+  Plotly.addTraces(gd,[["te","test","solid"],["tr","train","dot"]].map(function(k){
+    return {x:r.e,y:r[k[0]],mode:"lines",name:r.name+" "+k[1],meta:id,legendgroup:id,
+      line:{color:c,width:1.4,dash:k[2]},
+      hovertemplate:r.name+"<br>"+k[1]+" acc, epoch %%{x}: %%{y:.3f}<extra></extra>"};}));
+  mark(id,true);}
+(gd.data||[]).forEach(function(t){if(typeof t.meta==="string")mark(t.meta,true);});
+document.querySelectorAll('button.plot-run').forEach(function(b){b.addEventListener("click",
+  function(){show(b.getAttribute("data-run"));});});
+var clr=document.getElementById("runs-clear");
+if(clr)clr.addEventListener("click",function(){var n=(gd.data||[]).length;
+  if(n)Plotly.deleteTraces(gd,Array.from(Array(n).keys()));
+  document.querySelectorAll('button.plot-run').forEach(function(b){b.setAttribute("aria-pressed","false");});});
+["fig-curves-test_acc","fig-curves-train_acc"].forEach(function(f){var g=document.getElementById(f);
+  if(g&&g.on)g.on("plotly_click",function(ev){var p=ev&&ev.points&&ev.points[0];
+    var ids=p&&D.groups[p.data.meta];if(ids)ids.forEach(function(id){show(id,true);});});});
+var q=document.getElementById("runs-filter");
+if(q)q.addEventListener("input",function(){var s=q.value.toLowerCase();
+  document.querySelectorAll("table.runs tr[data-run]").forEach(function(tr){
+    tr.style.display=!s||tr.textContent.toLowerCase().indexOf(s)>=0?"":"none";});});
+})();"""
+
+_RUNS_CSS = ("button.plot-run{font-size:12px;padding:1px 6px;cursor:pointer}"
+             "button.plot-run[aria-pressed=true]{background:#1b5fa8;color:#fff}"
+             "#runs-filter{font-size:13px;padding:3px 6px;margin:4px 8px 8px 0;width:260px}")
+
+
+def render_sweep_report(sweep_dir: str | Path, axes: Sequence[str] | None = None, *,
+                        aggregate_above: int | None = AGGREGATE_ABOVE,
+                        max_points: int = MAX_POINTS) -> str:
+    """The sweep's report as an HTML string. With more than ``aggregate_above`` runs with curves
+    (``None``: never) each grid point's curves are aggregated, thinned to about ``max_points``
+    points, and every run is drawn on demand (see the module docstring)."""
     sd = SweepData(sweep_dir)
+    aggregate = aggregate_above is not None and len(sd.with_curves()) > aggregate_above
     ax = sd.pick_axes(axes)
     keys = [k for k, _ in sd.axes]
     states = Counter(r.state for r in sd.runs)
@@ -342,28 +635,51 @@ def render_sweep_report(sweep_dir: str | Path, axes: Sequence[str] | None = None
             break
         parts.append(H.figure_html(fig, f"fig-phase-{measure}", captions[measure]))
     parts.append('</section><section id="curves"><h2>Curves</h2>')
-    for metric, caption in (("test_acc", "Test accuracy of every run; one colour per grid point, "
-                                         "its seeds drawn in the same colour."),
-                            ("train_acc", "Train accuracy of every run: how fast each point "
-                                          "memorises.")):
-        try:
-            parts.append(H.figure_html(sweep_curves(sd, metric), f"fig-curves-{metric}",
-                                       caption))
-        except NoData as e:
-            parts.append(f'<div class="missing">{H._e(e)}</div>')
-            break
+    payload = runs_payload(sd, max_points) if aggregate else None
+    if aggregate:
+        n_runs = len(sd.with_curves())
+        parts.append(_aggregated_section(sd, ax, others, payload, n_runs, aggregate_above,
+                                         max_points))
+    else:
+        for metric, caption in (("test_acc", "Test accuracy of every run; one colour per grid "
+                                             "point, its seeds drawn in the same colour."),
+                                ("train_acc", "Train accuracy of every run: how fast each point "
+                                              "memorises.")):
+            try:
+                parts.append(H.figure_html(sweep_curves(sd, metric), f"fig-curves-{metric}",
+                                           caption))
+            except NoData as e:
+                parts.append(f'<div class="missing">{H._e(e)}</div>')
+                break
     head = "".join(f"<th>{H._e(h)}</th>" for h in
-                   ["run", *keys, "seed", "state", "final test acc", "memorised", "generalised",
-                    "delay", "Liu label"])
+                   [*([""] if aggregate else []), "run", *keys, "seed", "state",
+                    "final test acc", "memorised", "generalised", "delay", "Liu label"])
     body = []
     for r in sd.runs:
         cells_ = [r.run_id, *[_fmt(r.point.get(k)) for k in keys], r.seed,
                   r.state if not r.error else f"{r.state}: {r.error}",
                   H._num(r.final_test_acc), r.memorised, r.generalised, r.delay, r.label]
-        body.append("<tr>" + "".join(f"<td>{H._e('—' if v is None else v)}</td>"
-                                     for v in cells_) + "</tr>")
-    parts.append(f'</section><section id="runs"><h2>Runs</h2><table class="runs"><tr>{head}</tr>'
-                 f'{"".join(body)}</table></section>')
+        row = "".join(f"<td>{H._e('—' if v is None else v)}</td>" for v in cells_)
+        if aggregate:  # an anchor per run, and its curves on demand
+            rid = H._e(r.run_id)
+            button = (f'<button type="button" class="plot-run" data-run="{rid}" '
+                      f'aria-pressed="false" title="draw this run in the individual runs '
+                      f'figure">plot</button>' if r.epochs else "")
+            body.append(f'<tr id="{H.safe_id("run-" + r.run_id)}" data-run="{rid}"><td>'
+                        f'{button}</td>{row}</tr>')
+        else:
+            body.append(f"<tr>{row}</tr>")
+    tools = ""
+    if aggregate:
+        tools = ('<input id="runs-filter" type="search" placeholder="filter runs (id, value, '
+                 'label…)" aria-label="filter runs"> <button type="button" id="runs-clear">'
+                 'clear the individual runs figure</button>')
+    parts.append(f'</section><section id="runs"><h2>Runs</h2>{tools}<table class="runs"><tr>'
+                 f'{head}</tr>{"".join(body)}</table></section>')
+    if aggregate:
+        parts.append(f'<style>{_RUNS_CSS}</style><script type="application/json" '
+                     f'id="sweep-runs-data">{H.script_json(json.dumps(payload))}</script>'
+                     f'<script>{_RUNS_JS % json.dumps(list(PALETTE))}</script>')
     nav = ('<nav><a href="#summary">Summary</a> <a href="#phase">Phase diagrams</a> '
            '<a href="#curves">Curves</a> <a href="#runs">Runs</a></nav>')
     return H._page(f"mechgrok sweep: {sd.name}",
@@ -371,13 +687,51 @@ def render_sweep_report(sweep_dir: str | Path, axes: Sequence[str] | None = None
                    nav + "".join(parts))
 
 
+def _aggregated_section(sd: SweepData, ax: list[str], others: list[str],
+                        payload: dict[str, Any], n_runs: int, aggregate_above: int,
+                        max_points: int) -> str:
+    groups = len(payload["groups"])
+    where = (f"one panel per value of {ax[1]}, one colour per value of {ax[0]}" if len(ax) > 1
+             else f"one colour per value of {ax[0]}" if ax else "one curve")
+    if others:
+        where += f", one line style per value of {', '.join(others)}"
+    parts = [f'<div class="banner">{n_runs} runs in {groups} grid point'
+             f'{"s" if groups != 1 else ""}: more than {aggregate_above}, so each grid '
+             f'point is drawn as the median of its runs with a band from the lowest to the '
+             f'highest ({H._e(where)}), each curve thinned to about {max_points} of its '
+             f'evaluations with every extreme and each seed\'s memorisation and generalisation '
+             f'epoch kept. Every run is in the <a href="#runs">runs table</a>: its '
+             f'<b>plot</b> button, or a click on a median curve, draws those runs in the '
+             f'<a href="#wrap-fig-runs-selected">individual runs</a> figure.</div>']
+    for metric, caption in (("test_acc", "Test accuracy: the median over each grid point's "
+                                         "seeds, shaded from the lowest seed to the highest. "
+                                         "Click a curve to draw its runs below."),
+                            ("train_acc", "Train accuracy, the same way: how fast each point "
+                                          "memorises.")):
+        try:
+            parts.append(H.figure_html(aggregated_curves(sd, metric, ax, max_points),
+                                       f"fig-curves-{metric}", caption))
+        except NoData as e:
+            parts.append(f'<div class="missing">{H._e(e)}</div>')
+            return "".join(parts)
+    parts.append(H.figure_html(selected_runs_figure(payload), "fig-runs-selected",
+                               "Individual runs, thinned the same way: at first the runs of "
+                               "the first grid point; add or remove runs with the plot buttons "
+                               "of the runs table or by clicking a median curve above."))
+    return "".join(parts)
+
+
 def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None,
                        reports_dir: str | Path = "reports",
-                       axes: Sequence[str] | None = None) -> Path:
-    """Write the sweep's report (``reports/sweep-<name>.html`` by default); returns its path."""
+                       axes: Sequence[str] | None = None, *,
+                       aggregate_above: int | None = AGGREGATE_ABOVE,
+                       max_points: int = MAX_POINTS) -> Path:
+    """Write the sweep's report (``reports/sweep-<name>.html`` by default); returns its path.
+    ``aggregate_above`` and ``max_points``: see :func:`render_sweep_report`."""
     from mechgrok.sweep import load_sweep
 
-    html_text = render_sweep_report(sweep_dir, axes)
+    html_text = render_sweep_report(sweep_dir, axes, aggregate_above=aggregate_above,
+                                    max_points=max_points)
     path = Path(out) if out is not None else (
         Path(reports_dir) / f"sweep-{load_sweep(sweep_dir)['name']}.html")
     H._write(path, html_text)
