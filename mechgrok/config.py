@@ -350,6 +350,14 @@ class TrainConfig(_Section):
     grokfast_alpha: float = 0.98
     grokfast_lamb: float | None = None  # None: 2.0 for ema, 5.0 for ma (Lee et al.'s defaults)
     grokfast_window: int = 100
+    # checkpoint economy, for sweeps of hundreds of runs (docs/benchmarks.md measures both):
+    # "log" puts checkpoints_per_decade checkpoints in each decade of epochs (snapped up to
+    # multiples of dense_every) instead of one every checkpoint_every; "float16"/"bfloat16" store
+    # the weights of every checkpoint but the first and the last at that precision (training,
+    # resuming and the final analysis stay exact)
+    checkpoint_schedule: Literal["linear", "log"] = "linear"
+    checkpoints_per_decade: int = 40
+    checkpoint_precision: Literal["exact", "float16", "bfloat16"] = "exact"
 
     def grokfast_lambda(self) -> float:
         if self.grokfast_lamb is not None:
@@ -409,6 +417,15 @@ class TrainConfig(_Section):
                                                 and 1 <= self.stop_after_grok <= MAX_SIZE),
                f"train.stop_after_grok must be a positive number of evaluations or none, "
                f"got {self.stop_after_grok!r}")
+        _check(self.checkpoint_schedule in ("linear", "log"),
+               f"train.checkpoint_schedule must be linear or log, got "
+               f"{_short(self.checkpoint_schedule)}")
+        _check(_is_int(self.checkpoints_per_decade) and 1 <= self.checkpoints_per_decade <= 10_000,
+               f"train.checkpoints_per_decade must be an integer from 1 to 10000, got "
+               f"{_short(self.checkpoints_per_decade)}")
+        _check(self.checkpoint_precision in ("exact", "float16", "bfloat16"),
+               f"train.checkpoint_precision must be exact, float16 or bfloat16, got "
+               f"{_short(self.checkpoint_precision)}")
         _check(self.threads is None or (_is_int(self.threads)
                                         and 1 <= self.threads <= MAX_THREADS),
                f"train.threads must be a number of torch threads from 1 to {MAX_THREADS}, or "
@@ -417,12 +434,46 @@ class TrainConfig(_Section):
 
     def is_checkpoint_epoch(self, epoch: int) -> bool:
         """Whether the state *after* ``epoch`` epochs is checkpointed (0 = the initialisation)."""
-        if epoch == 0 or epoch == self.epochs or epoch % self.checkpoint_every == 0:
+        if epoch == 0 or epoch == self.epochs:
+            return True
+        if self.checkpoint_schedule == "log":
+            return epoch in log_checkpoint_epochs(self.epochs, self.checkpoints_per_decade,
+                                                  self.dense_every)
+        if epoch % self.checkpoint_every == 0:
             return True
         return epoch < self.dense_until and epoch % self.dense_every == 0
 
+    def stores_exact(self, epoch: int) -> bool:
+        """Whether the checkpoint after ``epoch`` epochs is stored at the model's own precision
+        (always the first and the last; every one unless ``checkpoint_precision`` says
+        otherwise). A run stopped early makes its last checkpoint exact when it finishes."""
+        return self.checkpoint_precision == "exact" or epoch in (0, self.epochs)
+
     def checkpoint_epochs(self) -> list[int]:
         return [e for e in range(self.epochs + 1) if self.is_checkpoint_epoch(e)]
+
+
+@functools.cache
+def log_checkpoint_epochs(epochs: int, per_decade: int, snap: int) -> frozenset[int]:
+    """The ``log`` schedule: 10^(i / per_decade) for i = 0, 1, …, each rounded up to a multiple
+    of ``snap`` (``dense_every``), up to ``epochs``; 0 and ``epochs`` are always checkpointed."""
+    out = set()
+    i = 0
+    while (t := 10 ** (i / per_decade)) <= epochs:
+        e = snap * math.ceil(t / snap)
+        if e <= epochs:
+            out.add(e)
+        i += 1
+    return frozenset(out)
+
+
+#: fields added to the saved config after schema version 1 was fixed, with the value that says
+#: exactly what a run saved without them did: filled in when a saved config lacks them, and left
+#: out of the run id while they have that value (so ids of runs written before stay the same)
+ADDED_FIELDS: dict[str, dict[str, Any]] = {
+    "train": {"checkpoint_schedule": "linear", "checkpoints_per_decade": 40,
+              "checkpoint_precision": "exact"},
+}
 
 
 @dataclass(frozen=True)
@@ -508,7 +559,8 @@ class RunConfig:
             if section in data:
                 got = data[section]
                 want = getattr(cfg, section).field_names()
-                missing += [f"{section}.{k}" for k in want if k not in got]
+                later = ADDED_FIELDS.get(section, {})
+                missing += [f"{section}.{k}" for k in want if k not in got and k not in later]
         if missing:
             raise ConfigError(
                 f"the saved run config lacks {', '.join(missing[:6])}"
@@ -526,6 +578,9 @@ class RunConfig:
         import hashlib
 
         body = {k: v for k, v in self.to_dict().items() if k != "preset"}
+        for section, fields_ in ADDED_FIELDS.items():  # ids of runs saved before they existed
+            body[section] = {k: v for k, v in body[section].items()
+                             if k not in fields_ or v != fields_[k]}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
         head = self.preset or self.task.name
         p = f"p{self.task.p}" if self.task.p is not None else "s5"

@@ -84,6 +84,9 @@ _OWN_TMP_RE = re.compile(
     r"^\.(config\.json|manifest\.json|metrics\.jsonl|split\.safetensors|epoch_\d{7}\.safetensors|"
     rf"{RESUME_PREFIX}\d{{7}}\.safetensors)\.[A-Za-z0-9_]{{8}}\.tmp$")
 _HASH_CHUNK = 1 << 20
+#: the resume file's copy of the exact weights, when the checkpoint beside it is stored reduced
+EXACT_PREFIX = "model."
+REDUCED_DTYPES = ("float16", "bfloat16")
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -179,6 +182,15 @@ def tensors_from_bytes(data: bytes, what: str) -> tuple[dict[str, Any], dict[str
     return tensors, dict(header.get("__metadata__", {}) or {})
 
 
+def reduce_precision(t: Any, precision: str) -> Any:
+    """A floating tensor rounded to ``precision`` (float16 or bfloat16); others as they are."""
+    import torch
+
+    if not t.is_floating_point():
+        return t
+    return t.detach().to(getattr(torch, precision))
+
+
 def package_versions() -> dict[str, str]:
     import numpy
     import torch
@@ -204,10 +216,15 @@ class CheckpointInfo:
     file: str
     size: int
     sha256: str
+    #: the stored weights' precision: "exact" (the model's own dtype), "float16" or "bfloat16"
+    precision: str = "exact"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "file": self.file, "size": self.size,
-                "sha256": self.sha256}
+        out = {"epoch": self.epoch, "step": self.step, "file": self.file, "size": self.size,
+               "sha256": self.sha256}
+        if self.precision != "exact":
+            out["precision"] = self.precision
+        return out
 
 
 def resolve_run_path(run: str | Path, root: str | Path = "checkpoints") -> Path:
@@ -301,6 +318,10 @@ def validate_manifest(manifest: dict[str, Any], path: Path, run_path: Path) -> N
                      ("epoch", "step", "file", "size", "sha256"))
         if c["epoch"] <= last:
             raise RunDirError(f"{path}: checkpoint entry {i} (epoch {c['epoch']}) is out of order")
+        if c.get("precision", "exact") not in ("exact", *REDUCED_DTYPES) or set(c) - {
+                "epoch", "step", "file", "size", "sha256", "precision"}:
+            raise RunDirError(f"{path}: checkpoint entry {i} has fields or a precision mechgrok "
+                              f"does not write")
         if c["file"] != f"{CKPT_DIR}/epoch_{c['epoch']:07d}.safetensors":
             raise RunDirError(f"{path}: checkpoint entry {i} names {c['file']!r} for epoch "
                               f"{c['epoch']}")
@@ -368,7 +389,15 @@ class Run:
         if not isinstance(ck, CheckpointInfo):
             ck = self.checkpoint(ck)
         state = self.load_state(ck)
-        check_tensors(state, model.state_dict(), f"checkpoint {self.path / ck.file}",
+        want = model.state_dict()
+        reduced = self.config.train.checkpoint_precision
+        if reduced in REDUCED_DTYPES:  # stored rounded (train.checkpoint_precision): cast back
+            import torch
+
+            low = getattr(torch, reduced)
+            state = {k: (v.to(want[k].dtype) if v.dtype == low and k in want
+                         and want[k].dtype != low else v) for k, v in state.items()}
+        check_tensors(state, want, f"checkpoint {self.path / ck.file}",
                       "the model its run's config.json describes")
         model.load_state_dict(state)
         return model
@@ -766,10 +795,12 @@ def existing_run(path: Path) -> Run | None:
 class RunWriter:
     """Creates or reopens a run directory for training; holds its lock until :meth:`close`."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], lock_fd: int):
+    def __init__(self, path: Path, manifest: dict[str, Any], lock_fd: int,
+                 config: RunConfig | None = None):
         self.path = path
         self.manifest = manifest
         self._lock_fd = lock_fd
+        self.config = config
         self.metrics: list[dict[str, Any]] = []
         self._unnamed: list[Path] = []
 
@@ -817,7 +848,7 @@ class RunWriter:
                 "checkpoints": [],
                 "resume": None,
             }
-            w = cls(build, manifest, fd)
+            w = cls(build, manifest, fd, config)
             w.write_manifest()
             w.write_metrics()
             if fill is not None:
@@ -847,7 +878,7 @@ class RunWriter:
         run = Run(path)  # validates config and manifest
         fd = cls._lock(run.path)
         try:
-            w = cls(run.path, Run(path).manifest, fd)  # re-read under the lock
+            w = cls(run.path, Run(path).manifest, fd, run.config)  # re-read under the lock
             w.metrics = run.metrics()
         except BaseException:
             release_lock(fd)
@@ -883,7 +914,11 @@ class RunWriter:
         named = {c["file"] for c in self.manifest["checkpoints"]}
         # written by this process, not yet in the manifest (see stop_after_disk_full)
         self._unnamed = [] if rel in named else [self.path / rel]
-        info = self.write_checkpoint_file(epoch, step, state)
+        tc = self.config.train if self.config is not None else None
+        precision = "exact" if tc is None or tc.stores_exact(epoch) else tc.checkpoint_precision
+        info = self.write_checkpoint_file(epoch, step, state, precision)
+        if precision != "exact":  # the exact weights travel in the resume file: resume is exact
+            resume_state = {**resume_state, **{f"{EXACT_PREFIX}{k}": v for k, v in state.items()}}
         # The resume file gets a new name each time, so the manifest on disk always names a
         # resume file that matches its recorded hash; the previous one goes once it is unnamed.
         rrel = f"{RESUME_PREFIX}{epoch:07d}.safetensors"
@@ -903,16 +938,21 @@ class RunWriter:
             with contextlib.suppress(OSError):
                 os.unlink(self.path / old_resume)
 
-    def write_checkpoint_file(self, epoch: int, step: int, state: dict[str, Any]) -> CheckpointInfo:
+    def write_checkpoint_file(self, epoch: int, step: int, state: dict[str, Any],
+                              precision: str = "exact") -> CheckpointInfo:
         """Write the checkpoint file of ``epoch`` (not yet named by the manifest) and return its
-        manifest entry."""
+        manifest entry. ``precision`` ``float16``/``bfloat16`` stores floating tensors rounded to
+        it (``train.checkpoint_precision``; loading casts them back)."""
         rel = f"{CKPT_DIR}/epoch_{epoch:07d}.safetensors"
         # One metadata key: safetensors writes a metadata dict in no fixed order, and the same
         # weights must give the same bytes (and SHA-256) every time.
-        meta = json.dumps({"format": "mechgrok.checkpoint/1", "epoch": epoch, "step": step})
-        data = tensors_to_bytes(state, {"mechgrok": meta})
+        head: dict[str, Any] = {"format": "mechgrok.checkpoint/1", "epoch": epoch, "step": step}
+        if precision != "exact":
+            head["precision"] = precision
+            state = {k: reduce_precision(v, precision) for k, v in state.items()}
+        data = tensors_to_bytes(state, {"mechgrok": json.dumps(head)})
         atomic_write_bytes(self.path / rel, data)
-        return CheckpointInfo(epoch, step, rel, len(data), sha256_bytes(data))
+        return CheckpointInfo(epoch, step, rel, len(data), sha256_bytes(data), precision)
 
     def stop_after_disk_full(self) -> None:
         """After a full disk: remove the checkpoint and resume files this process wrote for a
@@ -942,10 +982,30 @@ class RunWriter:
                         f.unlink()
 
     def set_status(self, status: str, **extra: Any) -> None:
+        if status in FINAL_STATUSES:
+            self._exact_last_checkpoint()
         self.manifest["status"] = status
         self.manifest.update(extra)
         self.write_metrics()
         self.write_manifest()
+
+    def _exact_last_checkpoint(self) -> None:
+        """A run that ends on a checkpoint stored at reduced precision (it stopped before its
+        last epoch) gets that checkpoint rewritten exactly, from the exact weights the resume
+        file holds: the final checkpoint, which analysis takes key frequencies from, is exact."""
+        cks = self.manifest["checkpoints"]
+        if not cks or cks[-1].get("precision", "exact") == "exact" or not self.manifest.get(
+                "resume"):
+            return
+        tensors, meta = self.read_resume()
+        last = cks[-1]
+        if meta["epoch"] != last["epoch"]:
+            return
+        state = {k[len(EXACT_PREFIX):]: v for k, v in tensors.items() if k.startswith(EXACT_PREFIX)}
+        if not state:
+            return
+        info = self.write_checkpoint_file(last["epoch"], last["step"], state)
+        cks[-1] = info.to_dict()
 
     def read_resume(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The resume file's (tensors, metadata), verified: size, SHA-256, and metadata with an

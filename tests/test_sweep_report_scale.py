@@ -26,21 +26,21 @@ from mechgrok.store import atomic_write_json, read_metrics
 from mechgrok.sweep import RUNS_DIR, SWEEP_FILE, load_sweep, run_sweep
 from tests.test_browser import open_report
 
-EPOCHS = 80
-MAX_POINTS = 40  # below the 81 evaluations of each run, so the curves are thinned
+EPOCHS = 120
+MAX_POINTS = 40  # below the 121 evaluations of each run, so the curves are thinned
 THRESHOLD = 10   # 30 runs > 10: the aggregated path
 WDS, FRACS, SEEDS = [0.3, 1.0], [0.5, 0.65, 0.8], 5
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> dict[str, Path]:
-    """A 2 × 3 grid × 5 seeds = 30 runs of a tiny transformer, trained for real (80 epochs,
+    """A 2 × 3 grid × 5 seeds = 30 runs of a tiny transformer, trained for real (120 epochs,
     evaluated every epoch, the 5 seeds of a point batched), and its report both ways."""
     root = tmp_path_factory.mktemp("scale")
     f = root / "scale.toml"
     f.write_text('preset = "quick"\n[task]\nname = "add"\np = 11\n[model]\nd_model = 16\n'
                  'n_heads = 2\nd_head = 8\nd_mlp = 32\n[train]\n'
-                 f'epochs = {EPOCHS}\nlr = 1e-2\neval_every = 1\ncheckpoint_every = {EPOCHS}\n'
+                 f'epochs = {EPOCHS}\nlr = 3e-2\neval_every = 1\ncheckpoint_every = {EPOCHS}\n'
                  'dense_until = 0\nthreads = 1\n'
                  f'[sweep]\nname = "scale"\nseeds = {SEEDS}\n[sweep.grid]\n'
                  f'"train.weight_decay" = {WDS}\n"task.frac_train" = {FRACS}\n')
@@ -224,11 +224,16 @@ def test_aggregated_report_opens_in_chromium_and_draws_runs_on_demand(browser, s
             p[0] for p in plots}
         assert [u for u in requests if not u.startswith("file:")] == []
         # the browser holds the known median of the first grid point (wd 0.3, frac 0.5)
-        x = page.evaluate("Array.from(document.getElementById('fig-curves-test_acc').data[1].x)")
-        y = page.evaluate("Array.from(document.getElementById('fig-curves-test_acc').data[1].y)")
+        tr = "document.getElementById('fig-curves-test_acc')._fullData[1]"
+        x = page.evaluate(f"Array.from({tr}.x)")
+        y = page.evaluate(f"Array.from({tr}.y)")
+        spread = page.evaluate(f"Array.from({tr}.customdata).map(r => Array.from(r))")
         runs = direct_groups(sweep["dir"])[(WDS[0], FRACS[0])]
         V = np.array([[m["test_acc"] for m in ms] for ms in runs])
+        assert len(x) == len(y) == len(spread) < EPOCHS + 1
         np.testing.assert_allclose(y, np.median(V, axis=0)[x], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(spread, np.stack([V.min(axis=0), V.max(axis=0)], 1)[x],
+                                   atol=1e-6, rtol=0)  # the hover's lowest–highest
 
         n = "document.getElementById('fig-runs-selected').data.length"
         assert page.evaluate(n) == 2 * SEEDS  # at first: the first grid point's runs

@@ -260,7 +260,7 @@ class RunData:
         out = []
         with torch.no_grad():
             for ck in cks:
-                model.load_state_dict(self.run.load_state(ck))
+                self.run.load_into(model, ck)
                 out.append(model.token_embedding().double().numpy().copy())
         return [ck.epoch for ck in cks], out
 

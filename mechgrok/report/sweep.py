@@ -25,8 +25,10 @@ and last, each seed's memorisation and generalisation epochs, and in every bucke
 lowest and highest median and the band's extremes), so a spike or a crossing is never thinned
 away. Every run stays reachable: the runs table lists each one with its numbers and a *plot*
 button, and its own thinned curves travel in the page as compact JSON; clicking a run's button,
-or a grid point's median curve, draws those runs in the *individual runs* figure. A grid of one axis gets the same three measures as a line with
-error bars; a sweep of seeds only gets the table and the curves.
+or a grid point's median curve, draws those runs in the *individual runs* figure.
+
+A grid of one axis gets the same three measures as a line with error bars; a sweep of seeds
+only gets the table and the curves.
 
 ``sweep.json`` and the runs' metrics are not trusted: :func:`mechgrok.sweep.load_sweep` and
 :func:`mechgrok.store.read_metrics` check what the report uses (the sweep's name, its axes, each run's id, point, seed and state) and a damaged or
@@ -422,7 +424,7 @@ def _colours(n: int) -> list[str]:
 
     if n <= 1:
         return [PALETTE[0]]
-    return sample_colorscale("Viridis", [0.9 * i / (n - 1) for i in range(n)])
+    return sample_colorscale("Viridis", [0.82 * i / (n - 1) for i in range(n)])  # no pale end
 
 
 def _rgba(colour: str, alpha: float) -> str:
@@ -503,8 +505,7 @@ def aggregated_curves(sd: SweepData | str | Path, metric: str = "test_acc",
                       title=text(f"{name}: median of each grid point's seeds, band from the "
                                  f"lowest to the highest"),
                       margin=dict(l=60, r=20, t=80, b=45), hovermode="closest",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right",
-                                  x=1, title=text(_short_key(ax[0])) if ax else None))
+                      legend=dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top"))
     fig.update_yaxes(range=[-0.02, 1.02])
     fig.update_yaxes(title_text=text(metric), col=1)
     fig.update_xaxes(title_text="epoch", row=rows)

@@ -182,7 +182,7 @@ def read_resume_checked(writer: RunWriter, cfg: RunConfig
     ``cfg`` builds before any of it reaches a kernel. Damage is one :class:`CheckpointError`
     naming the file."""
     from mechgrok.errors import CheckpointError, ConfigError
-    from mechgrok.store import check_tensors, read_verified
+    from mechgrok.store import EXACT_PREFIX, check_tensors, read_verified
     from mechgrok.training.optim import check_optimizer_state
 
     tc = cfg.train
@@ -192,16 +192,20 @@ def read_resume_checked(writer: RunWriter, cfg: RunConfig
     params = [p for p in model.parameters() if p.requires_grad]
     last = writer.manifest["checkpoints"][-1]
     ck_file = writer.path / last["file"]
-    state, _ = read_verified(ck_file, last["size"], last["sha256"])
-    check_tensors(state, model.state_dict(), f"checkpoint {ck_file}",
-                  "the model its run's config.json describes")
     rstate, meta = writer.read_resume()
     rfile = writer.path / writer.manifest["resume"]["file"]
+    exact = {k[len(EXACT_PREFIX):]: v for k, v in rstate.items() if k.startswith(EXACT_PREFIX)}
+    if exact:  # the checkpoint is stored at reduced precision; the resume file has the weights
+        state, where = exact, f"the weights in {rfile}"
+    else:
+        state, _ = read_verified(ck_file, last["size"], last["sha256"])
+        where = f"checkpoint {ck_file}"
+    check_tensors(state, model.state_dict(), where, "the model its run's config.json describes")
     if meta["epoch"] != last["epoch"]:
         raise RunDirError(f"run {writer.path}: resume state (epoch {meta['epoch']}) does not "
                           f"match the last checkpoint (epoch {last['epoch']})")
     unknown = sorted(k for k in rstate if not (k.startswith("optim.") or k == "rng.shuffle"
-                                               or k.startswith("grokfast.")))
+                                               or k.startswith(("grokfast.", EXACT_PREFIX))))
     if unknown:
         raise CheckpointError(f"{rfile} holds tensors mechgrok does not write ({unknown[:3]})")
     check_optimizer_state(rstate, params, tc, str(rfile))
