@@ -476,6 +476,15 @@ ADDED_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 
+#: what a sweep's runs use unless the sweep file sets these fields (``[sweep] checkpoints =
+#: "full"`` turns it off): far fewer bytes per run, with every probe's curve within the tolerance
+#: docs/benchmarks.md measures ("Checkpoint economy"); single runs keep the defaults above
+SWEEP_CHECKPOINTS: dict[str, Any] = {
+    "train.checkpoint_schedule": "log", "train.checkpoints_per_decade": 40,
+    "train.checkpoint_precision": "float16",
+}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run."""

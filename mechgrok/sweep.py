@@ -11,7 +11,8 @@ run shares) plus a ``[sweep]`` table::
     [sweep]
     name = "wd-x-frac"          # default: the file's stem
     seeds = 3                   # train.seed values 0, 1, 2 (or a list: [0, 7, 9])
-    probes = ["phases", "fourier"]   # default: every applicable probe
+    probes = ["loss", "key_freqs"]   # default: every applicable probe
+    checkpoints = "economy"     # default; "full" keeps the single-run checkpoint settings
     [sweep.grid]
     "train.weight_decay" = [0.3, 1.0]
     "task.frac_train" = [0.3, 0.5]
@@ -46,6 +47,7 @@ its own ordinary run directory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -57,7 +59,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mechgrok.config import MAX_SEED, RunConfig, load_config_file, resolve_config
+from mechgrok.config import (
+    MAX_SEED,
+    SWEEP_CHECKPOINTS,
+    RunConfig,
+    load_config_file,
+    resolve_config,
+)
 from mechgrok.errors import ConfigError, MechgrokError, RunDirError
 from mechgrok.resources import available_cores
 from mechgrok.store import FINAL_STATUSES
@@ -104,6 +112,10 @@ class SweepSpec:
     #: materialised before the run count is checked), a list as a tuple
     seeds: Sequence[int] | None
     probes: tuple[str, ...] | None = None  # None: every applicable probe
+    #: "economy": runs take :data:`~mechgrok.config.SWEEP_CHECKPOINTS` for the checkpoint
+    #: settings the file leaves unset; "full": the single-run defaults (and what sweep
+    #: directories written before this setting existed keep, so their run ids do not change)
+    checkpoints: str = "economy"
 
     @property
     def n_runs(self) -> int:
@@ -113,7 +125,18 @@ class SweepSpec:
         return {"name": self.name, "base": self.base,
                 "grid": {k: list(v) for k, v in self.axes},
                 "seeds": list(self.seeds) if self.seeds is not None else None,
-                "probes": list(self.probes) if self.probes is not None else None}
+                "probes": list(self.probes) if self.probes is not None else None,
+                "checkpoints": self.checkpoints}
+
+    def checkpoint_overrides(self) -> dict[str, Any]:
+        """The economical checkpoint settings this sweep's runs take (those the file sets in
+        its ``[train]`` table or grid stay as the file says)."""
+        if self.checkpoints != "economy":
+            return {}
+        train = self.base.get("train") or {}
+        axes = {k for k, _ in self.axes}
+        return {k: v for k, v in SWEEP_CHECKPOINTS.items()
+                if k not in axes and k.partition(".")[2] not in train}
 
 
 @dataclass(frozen=True)
@@ -241,11 +264,16 @@ def load_sweep_spec(source: str | Path | Mapping[str, Any], name: str | None = N
                           f"[sweep] (name, seeds, probes) and [sweep.grid] (the axes)")
     if not isinstance(sweep, Mapping):
         raise ConfigError(f"[sweep] in {where} must be a table")
-    unknown = sorted(set(sweep) - {"name", "seeds", "grid", "probes"})
+    unknown = sorted(set(sweep) - {"name", "seeds", "grid", "probes", "checkpoints"})
     if unknown:
         raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} "
                           f"{', '.join('sweep.' + k for k in unknown)}; allowed in [sweep]: "
-                          f"name, seeds, probes, grid")
+                          f"name, seeds, probes, grid, checkpoints")
+    checkpoints = sweep.get("checkpoints", "economy")
+    if checkpoints not in ("economy", "full"):
+        raise ConfigError(f"sweep.checkpoints must be \"economy\" (fewer, float16 checkpoints: "
+                          f"the default) or \"full\" (every run as a single run), got "
+                          f"{_short(checkpoints)}")
     extra = sorted(set(data) - {"preset", *_SECTIONS})
     if extra:
         raise ConfigError(f"unknown table{'s' if len(extra) > 1 else ''} {', '.join(extra)} in "
@@ -294,7 +322,7 @@ def load_sweep_spec(source: str | Path | Mapping[str, Any], name: str | None = N
     probes = sweep.get("probes")
     if probes is not None:
         probes = _parse_probe_specs(probes)
-    return SweepSpec(sweep_name, data, tuple(axes), seeds, probes)
+    return SweepSpec(sweep_name, data, tuple(axes), seeds, probes, checkpoints)
 
 
 def _check_max_runs(max_runs: Any) -> None:
@@ -324,6 +352,7 @@ def expand(spec: SweepSpec, max_runs: int = DEFAULT_MAX_RUNS, *,
 
         available = available_memory()[0]
     keys = [k for k, _ in spec.axes]
+    economy = spec.checkpoint_overrides()
     points: list[SweepPoint] = []
     ids: dict[str, dict[str, Any]] = {}
     for combo in itertools.product(*(v for _, v in spec.axes)):
@@ -331,7 +360,7 @@ def expand(spec: SweepSpec, max_runs: int = DEFAULT_MAX_RUNS, *,
         where = ", ".join(f"{k}={_short(v)}" for k, v in point.items()) or "the base settings"
         checked = False
         for seed in spec.seeds or (None,):
-            over = dict(point)
+            over = {**economy, **point}
             if seed is not None:
                 over["train.seed"] = seed
             try:
@@ -840,6 +869,12 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path = "checkpoints",
     t0 = time.perf_counter()
     if not isinstance(spec, SweepSpec):
         spec = load_sweep_spec(spec)
+    old = Path(out_dir) / spec.name
+    if spec.checkpoints == "economy" and is_sweep_dir(old):
+        with contextlib.suppress(MechgrokError):  # written before [sweep] checkpoints existed:
+            old_spec = load_sweep(old).get("spec")
+            if isinstance(old_spec, dict) and "checkpoints" not in old_spec:
+                spec = dataclasses.replace(spec, checkpoints="full")  # keep its runs' ids
     # the options, the grid, every config and its memory, then the probes (user code last)
     points = validate_sweep(spec, max_runs, backend=backend, workers=workers, address=address,
                             retries=retries, analyse=analyse, vmap_seeds=vmap_seeds)
