@@ -396,9 +396,9 @@ def _fmt_result(r: dict[str, Any]) -> str:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Expand a grid, train and analyse every run not yet done, write the phase-diagram report."""
-    from mechgrok.sweep import load_sweep_spec, run_sweep, validate_sweep
+    from mechgrok.sweep import load_sweep_spec, run_sweep, settle_checkpoints, validate_sweep
 
-    spec = load_sweep_spec(args.file, name=args.name)
+    spec = settle_checkpoints(load_sweep_spec(args.file, name=args.name), args.out_dir)
     if args.dry_run:  # every check run_sweep makes before creating anything, probes included
         points = validate_sweep(spec, args.max_runs, backend=args.backend, workers=args.workers,
                                 address=args.address, retries=args.retries,

@@ -853,6 +853,18 @@ def _run_ray(jobs: list[dict[str, Any]], address: str | None, workers: int | Non
             ray.shutdown()
 
 
+def settle_checkpoints(spec: SweepSpec, out_dir: str | Path) -> SweepSpec:
+    """``spec``, with ``checkpoints = "full"`` when its sweep directory exists and was written
+    before ``[sweep] checkpoints`` existed: its runs keep the ids (and checkpoints) they have."""
+    old = Path(out_dir) / spec.name
+    if spec.checkpoints == "economy" and is_sweep_dir(old):
+        with contextlib.suppress(MechgrokError):
+            old_spec = load_sweep(old).get("spec")
+            if isinstance(old_spec, dict) and "checkpoints" not in old_spec:
+                return dataclasses.replace(spec, checkpoints="full")
+    return spec
+
+
 def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path = "checkpoints", *,
               backend: str = "local", workers: int | None = None, address: str | None = None,
               max_runs: int = DEFAULT_MAX_RUNS, retries: int = DEFAULT_RETRIES,
@@ -869,12 +881,7 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path = "checkpoints",
     t0 = time.perf_counter()
     if not isinstance(spec, SweepSpec):
         spec = load_sweep_spec(spec)
-    old = Path(out_dir) / spec.name
-    if spec.checkpoints == "economy" and is_sweep_dir(old):
-        with contextlib.suppress(MechgrokError):  # written before [sweep] checkpoints existed:
-            old_spec = load_sweep(old).get("spec")
-            if isinstance(old_spec, dict) and "checkpoints" not in old_spec:
-                spec = dataclasses.replace(spec, checkpoints="full")  # keep its runs' ids
+    spec = settle_checkpoints(spec, out_dir)
     # the options, the grid, every config and its memory, then the probes (user code last)
     points = validate_sweep(spec, max_runs, backend=backend, workers=workers, address=address,
                             retries=retries, analyse=analyse, vmap_seeds=vmap_seeds)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -134,3 +135,46 @@ def test_runs_saved_before_these_settings_still_load_with_the_same_id(pair: tupl
     assert cfg.run_id().endswith(digest)  # the id such a run was given then
     changed = resolve_config("quick", overrides={"train.checkpoint_precision": "float16"})
     assert changed.run_id() != resolve_config("quick").run_id()
+
+
+def test_sweeps_default_to_economical_checkpoints(tmp_path: Path) -> None:
+    from mechgrok.config import SWEEP_CHECKPOINTS
+    from mechgrok.sweep import expand, load_sweep_spec
+
+    base = {"preset": "quick", "sweep": {"grid": {"train.weight_decay": [0.5, 1.0]}}}
+    spec = load_sweep_spec(base)
+    for pt in expand(spec, analyse=None):
+        t = pt.config.train
+        assert {f"train.{k}": getattr(t, k) for k in ("checkpoint_schedule",
+                                                       "checkpoints_per_decade",
+                                                       "checkpoint_precision")} == SWEEP_CHECKPOINTS
+    # the file's own settings win, and "full" keeps the single-run defaults
+    own = load_sweep_spec({**base, "train": {"checkpoint_precision": "bfloat16"}})
+    assert {pt.config.train.checkpoint_precision for pt in expand(own, analyse=None)} == {
+        "bfloat16"}
+    full = load_sweep_spec({**base, "sweep": {**base["sweep"], "checkpoints": "full"}})
+    assert all(pt.config.train.checkpoint_precision == "exact"
+               and pt.config.run_id() == resolve_config(
+                   "quick", overrides=pt.point).run_id() for pt in expand(full, analyse=None))
+    with pytest.raises(Exception, match="sweep.checkpoints must be"):
+        load_sweep_spec({**base, "sweep": {**base["sweep"], "checkpoints": "some"}})
+
+
+def test_a_sweep_written_before_keeps_its_run_ids(tmp_path: Path) -> None:
+    from mechgrok.sweep import SWEEP_FILE, expand, load_sweep_spec, settle_checkpoints
+
+    base = {"preset": "quick", "sweep": {"name": "old", "grid": {"train.lr": [1e-3, 3e-3]}}}
+    spec = load_sweep_spec(base)
+    full_ids = [pt.run_id for pt in expand(dataclasses.replace(spec, checkpoints="full"),
+                                           analyse=None)]
+    old = tmp_path / "old"
+    (old / "runs").mkdir(parents=True)
+    sweep_json = {"kind": "mechgrok.sweep", "schema_version": 1, "name": "old",
+                  "spec": {k: v for k, v in spec.to_dict().items() if k != "checkpoints"},
+                  "axes": [{"key": "train.lr", "values": [1e-3, 3e-3]}], "seeds": None,
+                  "runs": [{"run_id": r, "state": "done"} for r in full_ids]}
+    (old / SWEEP_FILE).write_text(json.dumps(sweep_json))
+    settled = settle_checkpoints(spec, tmp_path)
+    assert settled.checkpoints == "full"
+    assert [pt.run_id for pt in expand(settled, analyse=None)] == full_ids
+    assert settle_checkpoints(spec, tmp_path / "elsewhere").checkpoints == "economy"
