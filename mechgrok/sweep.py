@@ -815,7 +815,9 @@ def connect_ray(address: str | None, workers: int | None) -> Any:
                           "logging_level": "ERROR", "configure_logging": True}
     try:
         if address is None:
-            ray.init(num_cpus=workers or available_cores(),
+            # "local": always a new instance, even where `ray start` recorded a cluster or
+            # RAY_ADDRESS is set (plain ray.init() would join it, and refuse num_cpus)
+            ray.init(address="local", num_cpus=workers or available_cores(),
                      object_store_memory=100 * 1024 * 1024, **kw)
         else:
             ray.init(address=address, **kw)
