@@ -126,7 +126,16 @@ class _FunctionProbe(Probe):
 
         if registry().get(self.name) is self:
             return (_registered_probe, (self.name,))
-        return (_probe_by_reference, (self.fn.__module__, self.fn.__qualname__, self.name))
+        ref = (self.fn.__module__, self.fn.__qualname__, self.name)
+        try:
+            found = _probe_by_reference(*ref)
+        except Exception as e:  # a probe made inside a function, or under another name
+            raise TypeError(f"probe {self.name!r} cannot be sent by reference "
+                            f"({self.fn.__module__}:{self.fn.__qualname__}: {e})") from None
+        if found is not self and getattr(found, "fn", None) is not self.fn:
+            raise TypeError(f"probe {self.name!r} is not what {self.fn.__module__}:"
+                            f"{self.fn.__qualname__} names")
+        return (_probe_by_reference, ref)
 
 
 def _registered_probe(name: str) -> Probe:
