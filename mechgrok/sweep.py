@@ -12,7 +12,7 @@ run shares) plus a ``[sweep]`` table::
     name = "wd-x-frac"          # default: the file's stem
     seeds = 3                   # train.seed values 0, 1, 2 (or a list: [0, 7, 9])
     probes = ["loss", "key_freqs"]   # default: every applicable probe
-    checkpoints = "economy"     # default; "full" keeps the single-run checkpoint settings
+    checkpoints = "economy"     # default (log-spaced checkpoints); "full": as single runs
     [sweep.grid]
     "train.weight_decay" = [0.3, 1.0]
     "task.frac_train" = [0.3, 0.5]
@@ -271,7 +271,7 @@ def load_sweep_spec(source: str | Path | Mapping[str, Any], name: str | None = N
                           f"name, seeds, probes, grid, checkpoints")
     checkpoints = sweep.get("checkpoints", "economy")
     if checkpoints not in ("economy", "full"):
-        raise ConfigError(f"sweep.checkpoints must be \"economy\" (fewer, float16 checkpoints: "
+        raise ConfigError(f"sweep.checkpoints must be \"economy\" (log-spaced checkpoints: "
                           f"the default) or \"full\" (every run as a single run), got "
                           f"{_short(checkpoints)}")
     extra = sorted(set(data) - {"preset", *_SECTIONS})

@@ -145,9 +145,9 @@ def test_sweeps_default_to_economical_checkpoints(tmp_path: Path) -> None:
     spec = load_sweep_spec(base)
     for pt in expand(spec, analyse=None):
         t = pt.config.train
-        assert {f"train.{k}": getattr(t, k) for k in ("checkpoint_schedule",
-                                                       "checkpoints_per_decade",
-                                                       "checkpoint_precision")} == SWEEP_CHECKPOINTS
+        assert {k: getattr(t, k.partition(".")[2]) for k in SWEEP_CHECKPOINTS} == \
+            SWEEP_CHECKPOINTS
+        assert t.checkpoint_schedule == "log" and t.checkpoint_precision == "exact"
     # the file's own settings win, and "full" keeps the single-run defaults
     own = load_sweep_spec({**base, "train": {"checkpoint_precision": "bfloat16"}})
     assert {pt.config.train.checkpoint_precision for pt in expand(own, analyse=None)} == {
