@@ -1070,8 +1070,12 @@ def _worker_init(run: Run, checkpoints: list[CheckpointInfo], probes: list[Probe
                  ids: dict[str, str]) -> None:
     """A worker process's own workspace: the run as the parent read it (its checkpoint list, not
     a newer manifest), the same probes and identities."""
+    import signal
+
     import torch
 
+    # Ctrl-C is the parent's to handle (it stops the workers): no traceback from each worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(ANALYSIS_THREADS)
     _WORKER.update(ws=_Workspace(run, checkpoints[-1]), rd=_RunDeps.of(run, checkpoints),
                    ids=ids, probes={p.name: p for p in probes},

@@ -80,8 +80,11 @@ def test_interrupted_parallel_analysis_keeps_what_it_wrote(run21: Path, tmp_path
     cmd = [sys.executable, "-m", "mechgrok", "analyze", str(run), "--workers", "2", "--probe",
            "tests.fixtures.user_probes:slower", "--probe", "loss"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # SIGINT as a terminal delivers it, even where this test runs with SIGINT ignored (a
+    # background job of a non-interactive shell inherits "ignore", and Python keeps it)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait for some checkpoints to be written
         if measures.exists() and len(measures.read_text().splitlines()) >= 2:
