@@ -28,6 +28,7 @@ from mechgrok.errors import ConfigError
 __all__ = [
     "CONFIG_KIND",
     "CONFIG_SCHEMA_VERSION",
+    "MODEL_KINDS",
     "PRESETS",
     "MLPConfig",
     "RunConfig",
@@ -310,7 +311,8 @@ class MLPConfig(_Section):
 
 
 ModelConfig = TransformerConfig | MLPConfig
-_MODEL_KINDS: dict[str, type] = {"transformer": TransformerConfig, "mlp": MLPConfig}
+# The model kinds: `model.kind` → its config class (one registry; models/ maps kinds to builders).
+MODEL_KINDS: dict[str, type] = {"transformer": TransformerConfig, "mlp": MLPConfig}
 
 
 @dataclass(frozen=True)
@@ -540,12 +542,12 @@ class RunConfig:
             _check_table(section, data.get(section, {}))
         model_d = dict(data.get("model", {}))
         model_kind = model_d.get("kind", "transformer")
-        if not isinstance(model_kind, str) or model_kind not in _MODEL_KINDS:
+        if not isinstance(model_kind, str) or model_kind not in MODEL_KINDS:
             raise ConfigError(f"model.kind must be 'transformer' or 'mlp', got "
                               f"{_short(model_kind)}")
         return cls(
             task=TaskConfig.from_dict(data.get("task", {})),
-            model=_MODEL_KINDS[model_kind].from_dict(model_d),
+            model=MODEL_KINDS[model_kind].from_dict(model_d),
             train=TrainConfig.from_dict(data.get("train", {})),
             preset=data.get("preset"),
         )

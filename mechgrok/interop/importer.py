@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mechgrok.config import _MODEL_KINDS, RunConfig, TaskConfig, TrainConfig
+from mechgrok.config import MODEL_KINDS, RunConfig, TaskConfig, TrainConfig
 from mechgrok.errors import ConfigError, SourceError
 from mechgrok.interop import transformer_lens as tlx
 from mechgrok.interop.transformer_lens import EXPORT_INFO_FILE, EXPORT_KIND
@@ -599,9 +599,9 @@ def _model_config(src: Source, overrides: Mapping[str, Any]) -> tuple[Any, int |
     if not table.get("kind"):
         raise SourceError("the mapping file needs a [model] table saying which mechgrok model the "
                           "weights fill (kind = \"mlp\" or \"transformer\", and its sizes)")
-    cls = _MODEL_KINDS.get(table["kind"])
+    cls = MODEL_KINDS.get(table["kind"])
     if cls is None:
-        raise ConfigError(f"model.kind must be one of {', '.join(_MODEL_KINDS)}, got "
+        raise ConfigError(f"model.kind must be one of {', '.join(MODEL_KINDS)}, got "
                           f"{table['kind']!r}")
     try:
         return cls.from_dict(table), None

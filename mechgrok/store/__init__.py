@@ -227,6 +227,21 @@ class CheckpointInfo:
         return out
 
 
+def manifest_path(run_path: str | Path) -> Path:
+    """A run directory's manifest file (its presence marks a run that got past creation)."""
+    return Path(run_path) / MANIFEST_FILE
+
+
+def analysis_dir(run_path: str | Path) -> Path:
+    """A run's ``analysis/`` folder."""
+    return Path(run_path) / ANALYSIS_DIR
+
+
+def measures_path(run_path: str | Path) -> Path:
+    """A run's per-checkpoint measures file, ``analysis/measures.jsonl``."""
+    return analysis_dir(run_path) / MEASURES_FILE
+
+
 def resolve_run_path(run: str | Path, root: str | Path = "checkpoints") -> Path:
     """A run given as a path, or as an id under ``root``."""
     p = Path(run)
