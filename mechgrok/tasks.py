@@ -40,6 +40,7 @@ __all__ = [
     "make_dataset",
     "s5_elements",
     "split_permutation",
+    "token_triples",
 ]
 
 S5_ORDER = 120
@@ -238,6 +239,15 @@ def split_permutation(n: int, seed: int) -> np.ndarray:
     return np.argsort(h, kind="stable").astype(np.int64)
 
 
+def token_triples(x: np.ndarray, y: np.ndarray, eq_token: int) -> np.ndarray:
+    """The one place the input sequence is spelt: ``[x, y, =]`` per pair, ``=`` being
+    ``eq_token`` (the task's element count n). The MLP reads only the first two columns.
+    int64 (N, 3)"""
+    x = np.asarray(x, dtype=np.int64).reshape(-1)
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    return np.stack([x, y, np.full_like(x, int(eq_token))], axis=1)
+
+
 @dataclass(frozen=True)
 class TaskData:
     """A task's full dataset and its split, as integer arrays (no torch)."""
@@ -257,6 +267,11 @@ class TaskData:
     @property
     def vocab_size(self) -> int:
         return self.n + 1
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """Every pair as the model's input ``[x, y, =]``. int64 (N, 3)"""
+        return token_triples(self.pairs[:, 0], self.pairs[:, 1], self.eq_token)
 
     def split_sha256(self) -> str:
         h = hashlib.sha256()
