@@ -49,6 +49,7 @@ from mechgrok.tasks import make_dataset
 from mechgrok.training import loop
 from mechgrok.training.losses import loss_function
 from mechgrok.training.optim import lr_at, make_optimizer, set_lr
+from mechgrok.training.stacked import FastPath
 from mechgrok.training.vmap import train_seeds
 
 
@@ -97,15 +98,6 @@ def end_to_end(cfg: RunConfig, k: int, threads: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # (b) pure step loop on a device
 # --------------------------------------------------------------------------------------------
-class _FastPath(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.m = model
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.m.forward_last(tokens, same_query=True)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -125,7 +117,7 @@ def step_loop(cfg: RunConfig, k: int, device: torch.device, epochs: int,
     # batched
     models = [build_model(_seed(cfg, s)).to(device) for s in range(k)]
     stacked, _ = stack_module_state(models)  # type: ignore[arg-type]
-    fast = _FastPath(models[0])
+    fast = FastPath(models[0])
     params = {f"m.{n}": p for n, p in stacked.items()}
     opt = make_optimizer(list(stacked.values()), tc)
 

@@ -8,6 +8,9 @@ like any exception. Its subclasses say which kind of thing went wrong.
 
 from __future__ import annotations
 
+__all__ = ["CheckpointError", "ConfigError", "DiskFullError", "MechgrokError", "RunDirError",
+           "SourceError"]
+
 
 class MechgrokError(Exception):
     """A problem the user can fix; the message says what is wrong and what to do."""

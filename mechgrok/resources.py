@@ -49,10 +49,12 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mechgrok.errors import ConfigError
+from mechgrok.tasks import N_CTX
 
 __all__ = [
     "ENV_VAR",
@@ -73,7 +75,6 @@ EVAL_CHUNK = 1 << 15  # rows per forward in mechgrok.training.loop.evaluate
 #: pools and allocator caches of the first steps (measured: up to 200 MiB more on a small run)
 RUNTIME_BYTES = 768 << 20
 DATA_BYTES_PER_PAIR = 160
-N_CTX = 3  # [x, y, =]
 GiB = 1 << 30
 
 _UNITS = {"": 1, "b": 1,
@@ -158,70 +159,70 @@ def _n_elements(cfg: Any) -> int:
     return int(cfg.task.p) if cfg.task.p is not None else 120
 
 
-def param_count(cfg: Any) -> int:
-    """Number of parameters of the model ``cfg`` builds (as mechgrok.models builds it)."""
-    n = _n_elements(cfg)
-    m = cfg.model
-    if m.kind == "transformer":
-        d, h, e, f, L = m.d_model, m.n_heads, m.d_head, m.d_mlp, m.n_layers
-        ln = 2 * d if m.layernorm else 0
-        block = 4 * h * d * e + 2 * d * f + f + d + 2 * ln
-        return (n + 1) * d + N_CTX * d + L * block + ln + d * n + (n if m.unembed_bias else 0)
+def _transformer_counts(m: Any, n: int) -> dict[str, int]:
+    """The transformer's counts (see :data:`_MODEL_COUNTS`)."""
+    d, h, e, f, L = m.d_model, m.n_heads, m.d_head, m.d_mlp, m.n_layers
+    T = N_CTX
+    gelu = m.act == "gelu"
+    ln = 2 * d if m.layernorm else 0
+    block = 4 * h * d * e + 2 * d * f + f + d + 2 * ln
+    params = (n + 1) * d + N_CTX * d + L * block + ln + d * n + (n if m.unembed_bias else 0)
+    # fast path: the last block, at the last position: scores, softmax (and the α mix), the
+    # gathered values, pattern·values, z, attention out and residual, MLP pre/post, out and
+    # residual
+    ln = 3 * d if m.layernorm else 0
+    fast = 3 * T * h + 2 * T * h * e + h * e + 2 * d + f * (2 if gelu else 1) + 2 * d + 2 * ln
+    if L > 1:
+        # embeddings on every position; each earlier block on every position: q, k, v,
+        # scores (masked, softmax, α), z and its copy, attention out, residuals, MLP
+        block = (T * d + 3 * T * h * e + 4 * T * T * h + 2 * T * h * e + 3 * T * d
+                 + T * f * (2 if gelu else 1) + 2 * T * d + 2 * T * ln)
+        fast += 2 * T * d + (L - 1) * block + 3 * T * h * e  # the last block's q, k, v
+    fast += ln + n
+    # hooked forward: every position
+    ln = 3 * T * d if m.layernorm else 0
+    block = (T * d + 3 * T * h * e + 4 * T * T * h + 2 * T * h * e + 3 * T * d
+             + 2 * T * f + 2 * T * d + 2 * ln)
+    hooked = 3 * T * d + L * block + ln + T * n
+    return {"params": params, "fast": fast, "hooked": hooked, "neurons": f}
+
+
+def _mlp_counts(m: Any, n: int) -> dict[str, int]:
+    """The MLP's counts (see :data:`_MODEL_COUNTS`)."""
     d_op = n if m.embed == "onehot" else m.d_embed
     d_in = 2 * d_op if m.combine == "concat" else d_op
     widths = [d_in, *m.hidden]
-    total = n * m.d_embed if m.embed == "learned" else 0
+    params = n * m.d_embed if m.embed == "learned" else 0
     for a, b in zip(widths[:-1], widths[1:]):
-        total += a * b + (b if m.bias else 0)
-    return total + widths[-1] * n + (n if m.bias else 0)
-
-
-def _fast_forward_elements(cfg: Any) -> int:
-    """Elements (model dtype) the fast path (``forward_last``) makes per example, logits
-    included: what backward keeps, or what a no-grad chunk holds at its peak."""
-    n = _n_elements(cfg)
-    m = cfg.model
-    gelu = m.act == "gelu"
-    if m.kind == "transformer":
-        d, h, e, f, L = m.d_model, m.n_heads, m.d_head, m.d_mlp, m.n_layers
-        T = N_CTX
-        ln = 3 * d if m.layernorm else 0
-        # the last block, at the last position: scores, softmax (and the α mix), the gathered
-        # values, pattern·values, z, attention out and residual, MLP pre/post, out and residual
-        last = 3 * T * h + 2 * T * h * e + h * e + 2 * d + f * (2 if gelu else 1) + 2 * d + 2 * ln
-        if L > 1:
-            # embeddings on every position; each earlier block on every position: q, k, v,
-            # scores (masked, softmax, α), z and its copy, attention out, residuals, MLP
-            block = (T * d + 3 * T * h * e + 4 * T * T * h + 2 * T * h * e + 3 * T * d
-                     + T * f * (2 if gelu else 1) + 2 * T * d + 2 * T * ln)
-            last += 2 * T * d + (L - 1) * block + 3 * T * h * e  # the last block's q, k, v
-        return last + ln + n
-    # the first layer's gathered rows, their sum (+ bias) and activation; then each layer's
-    # output and activation
-    return 3 * m.hidden[0] + sum(2 * w for w in m.hidden[1:]) + n
-
-
-def _hooked_forward_elements(cfg: Any) -> int:
-    """Elements (model dtype) of the hooked forward per example (every position; the neuron
-    hook cached), as the probes' all-pairs forward runs it."""
-    n = _n_elements(cfg)
-    m = cfg.model
-    if m.kind == "transformer":
-        d, h, e, f, L = m.d_model, m.n_heads, m.d_head, m.d_mlp, m.n_layers
-        T = N_CTX
-        ln = 3 * T * d if m.layernorm else 0
-        block = (T * d + 3 * T * h * e + 4 * T * T * h + 2 * T * h * e + 3 * T * d
-                 + 2 * T * f + 2 * T * d + 2 * ln)
-        return 3 * T * d + L * block + ln + T * n
-    d_op = n if m.embed == "onehot" else m.d_embed
-    d_in = 2 * d_op if m.combine == "concat" else d_op
+        params += a * b + (b if m.bias else 0)
+    params += widths[-1] * n + (n if m.bias else 0)
+    # fast path: the first layer's gathered rows, their sum (+ bias) and activation; then each
+    # layer's output and activation
+    fast = 3 * m.hidden[0] + sum(2 * w for w in m.hidden[1:]) + n
     onehot = 2 * n * 2 if m.embed == "onehot" else 0  # int64 one_hot, then cast
-    return 2 * d_op + d_in + onehot + sum(2 * w for w in m.hidden) + n
+    hooked = 2 * d_op + d_in + onehot + sum(2 * w for w in m.hidden) + n
+    return {"params": params, "fast": fast, "hooked": hooked, "neurons": m.hidden[-1]}
 
 
-def _neurons(cfg: Any) -> int:
-    m = cfg.model
-    return m.d_mlp if m.kind == "transformer" else m.hidden[-1]
+#: ``model.kind`` → its counts: ``params`` (the number of parameters, as mechgrok.models builds
+#: the model), ``fast`` (elements, in the model's dtype, that the fast path ``forward_last`` makes
+#: per example, logits included: what backward keeps, or what a no-grad chunk holds at its
+#: peak), ``hooked`` (elements of the hooked forward per example, every position, the neuron hook
+#: cached, as the probes' all-pairs forward runs it) and ``neurons``. One entry per model kind
+#: (mechgrok.config.MODEL_KINDS, which this layer may not import).
+_MODEL_COUNTS: dict[str, Callable[[Any, int], dict[str, int]]] = {
+    "transformer": _transformer_counts,
+    "mlp": _mlp_counts,
+}
+
+
+def _counts(cfg: Any) -> dict[str, int]:
+    return _MODEL_COUNTS[cfg.model.kind](cfg.model, _n_elements(cfg))
+
+
+def param_count(cfg: Any) -> int:
+    """Number of parameters of the model ``cfg`` builds (as mechgrok.models builds it)."""
+    return _counts(cfg)["params"]
 
 
 def _n_train(cfg: Any) -> int:
@@ -245,7 +246,8 @@ def estimate_memory(cfg: Any, *, n_models: int = 1, batch_size: int | None = Non
     steps = cfg.train.epochs * math.ceil(n_train / batch)
     K = max(1, int(n_models))
 
-    P = param_count(cfg)
+    counts = _counts(cfg)
+    P = counts["params"]
     params = P * mb * K
     grads = params
     opt = cfg.train.optimizer
@@ -258,14 +260,14 @@ def estimate_memory(cfg: Any, *, n_models: int = 1, batch_size: int | None = Non
                 else params * (min(cfg.train.grokfast_window, steps) + 1) if gf == "ma" else 0)
     data = DATA_BYTES_PER_PAIR * pairs
 
-    fwd = _fast_forward_elements(cfg)
+    fwd = counts["fast"]
     loss_extra = 2 * n * lb + (n * lb if lb != mb else 0)  # cast, log-softmax (and its grad)
     train_step = K * batch * (2 * fwd * mb + loss_extra + 32)  # + the batch's index copies
     chunk = min(EVAL_CHUNK, pairs)
     evaluation = K * chunk * (fwd * mb + loss_extra)
     checkpoint = 2 * (params + optimizer + grokfast)
-    hooked = _hooked_forward_elements(cfg)
-    analysis = pairs * (hooked * mb + 8 * (4 * n + 3 * _neurons(cfg)))
+    hooked = counts["hooked"]
+    analysis = pairs * (hooked * mb + 8 * (4 * n + 3 * counts["neurons"]))
 
     persistent = params + grads + optimizer + grokfast
     training = RUNTIME_BYTES + data + persistent + max(train_step, evaluation, checkpoint)

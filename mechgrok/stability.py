@@ -149,6 +149,9 @@ class OrthoGrad(torch.optim.Optimizer):
     around ``base.step()``, that is after the projection.
     """
 
+    base: torch.optim.Optimizer
+    eps: float
+
     def __init__(self, base: torch.optim.Optimizer, eps: float = 1e-30) -> None:
         # Deliberately no super().__init__: every piece of optimiser state lives in ``base``.
         if not isinstance(base, torch.optim.Optimizer):
@@ -161,18 +164,30 @@ class OrthoGrad(torch.optim.Optimizer):
         self.base = base
         self.eps = float(eps)
 
-    # delegated state
+    # delegated state: reads and writes go to ``base`` (writable, as an Optimizer's are)
     @property
     def param_groups(self) -> list[dict[str, Any]]:
         return self.base.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self.base.param_groups = value
 
     @property
     def state(self) -> Any:
         return self.base.state
 
+    @state.setter
+    def state(self, value: Any) -> None:
+        self.base.state = value
+
     @property
     def defaults(self) -> dict[str, Any]:
         return self.base.defaults
+
+    @defaults.setter
+    def defaults(self, value: dict[str, Any]) -> None:
+        self.base.defaults = value
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -183,7 +198,7 @@ class OrthoGrad(torch.optim.Optimizer):
     def __repr__(self) -> str:
         return f"OrthoGrad(eps={self.eps!r}, base={self.base!r})"
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Evaluate ``closure`` (if any), project the gradients, then step the base optimiser."""
         loss = None
         if closure is not None:
@@ -269,6 +284,11 @@ class GrokfastEMA:
     whose ``.grad`` is None at a call are skipped (their μ is kept).
     """
 
+    alpha: float
+    lamb: float
+    params: list[Tensor]
+    mu: list[Tensor | None]
+
     def __init__(self, params: Iterable[Tensor], alpha: float = 0.98, lamb: float = 2.0) -> None:
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
             raise ConfigError(f"Grokfast EMA alpha must be in the open interval (0, 1), "
@@ -321,6 +341,11 @@ class GrokfastMA:
     pushes a copy of the current gradient; until ``window`` gradients have been seen for a
     parameter its gradient is left unchanged. Parameters whose ``.grad`` is None are skipped.
     """
+
+    window: int
+    lamb: float
+    params: list[Tensor]
+    grads: list[deque[Tensor]]
 
     def __init__(self, params: Iterable[Tensor], window: int = 100, lamb: float = 5.0) -> None:
         if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:

@@ -32,13 +32,16 @@ import numpy as np
 from mechgrok.errors import ConfigError
 
 __all__ = [
+    "N_CTX",
     "TASKS",
     "Task",
     "TaskData",
+    "checked_split",
     "get_task",
     "is_prime",
     "make_dataset",
     "s5_elements",
+    "s5_tables",
     "split_permutation",
     "token_triples",
 ]
@@ -134,8 +137,8 @@ class Task:
     def pairs(self, p: int | None) -> np.ndarray:
         """All valid (x, y) pairs in row-major order. (N, 2) int64"""
         n = self.n_elements(p)
-        x, y = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-        x, y = x.ravel(), y.ravel()
+        grid_x, grid_y = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        x, y = grid_x.ravel(), grid_y.ravel()
         if self._valid_y is not None:
             keep = self._valid_y(y, n)
             x, y = x[keep], y[keep]
@@ -237,6 +240,10 @@ def split_permutation(n: int, seed: int) -> np.ndarray:
         h = _splitmix64(np.arange(n, dtype=np.uint64) ^ key)
     # argsort of distinct-with-overwhelming-probability hashes; ties broken by index (stable).
     return np.argsort(h, kind="stable").astype(np.int64)
+
+
+#: the input sequence's length: ``[x, y, =]`` (what :func:`token_triples` spells)
+N_CTX = 3
 
 
 def token_triples(x: np.ndarray, y: np.ndarray, eq_token: int) -> np.ndarray:

@@ -85,3 +85,123 @@ def test_corrupt_checkpoint_on_resume_is_named(tmp_path: Path) -> None:
     last.write_bytes(last.read_bytes()[:100])
     r = run_cli("train", "--resume", str(tmp_path / "a"))
     assert_one_line_error(r, "epoch_0000020.safetensors", "truncated")
+
+
+# --------------------------------------------------------------------------------------------
+# Trip wires (issue 16): one definition of the settings flags, no abbreviations, store's names
+# --------------------------------------------------------------------------------------------
+def _settings_flags(command: str) -> set[str]:
+    from mechgrok.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    parser = sub.choices[command]  # type: ignore[index]
+    return {s for a in parser._actions for s in a.option_strings}
+
+
+def test_run_and_sweep_take_the_settings_train_takes() -> None:
+    """README: `mechgrok run` takes "flags as for train"; a sweep takes them too (over its file)."""
+    from mechgrok.cli.flags import config_flags
+
+    derived = {f.flag for f in config_flags()} | {"--preset", "--set"}
+    # every spelling train has always had, now derived from the config's fields
+    assert {"--task", "--p", "--frac-train", "--data-seed", "--model", "--epochs", "--lr",
+            "--weight-decay", "--batch-size", "--seed", "--loss-dtype", "--model-dtype",
+            "--freeze-biases", "--eval-every", "--checkpoint-every", "--stop-after-grok",
+            "--threads", "--loss", "--orthograd", "--grokfast", "--grokfast-alpha",
+            "--grokfast-lamb", "--grokfast-window"} <= derived
+    for command in ("train", "run", "sweep"):
+        assert derived <= _settings_flags(command), command
+
+
+def test_run_accepts_the_train_settings_it_used_to_refuse() -> None:
+    from mechgrok.cli import build_parser
+    from mechgrok.cli.flags import overrides
+
+    args = build_parser().parse_args(["run", "--task", "sub", "--model", "mlp", "--batch-size",
+                                      "8", "--frac-train", "0.5", "--freeze-biases", "--p", "7",
+                                      "--hidden", "16", "16", "--set", "train.lr=0.01"])
+    assert overrides(args) == {"task.name": "sub", "task.p": 7, "task.frac_train": 0.5,
+                               "model.kind": "mlp", "model.hidden": [16, 16],
+                               "train.batch_size": 8, "train.freeze_biases": True,
+                               "train.lr": 0.01}
+
+
+def test_p_is_the_modulus_flag_on_run_not_an_ambiguous_prefix(tmp_path: Path) -> None:
+    r = run_cli("run", "--p", "1", "--out-dir", str(tmp_path), cwd=tmp_path)
+    assert_one_line_error(r, "at least 2")  # task.p checked: --p is the modulus, as for train
+    assert "ambiguous" not in r.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [["train", "--pre", "quick"], ["run", "--prog"],
+                                  ["sweep", "s.toml", "--dry"]])
+def test_abbreviated_flags_are_refused(args: list[str], tmp_path: Path) -> None:
+    assert_one_line_error(run_cli(*args, cwd=tmp_path), "unrecognized arguments")
+
+
+def test_none_clears_an_optional_setting_from_a_flag() -> None:
+    from mechgrok.cli import build_parser
+    from mechgrok.cli.flags import overrides
+    from mechgrok.config import resolve_config
+
+    args = build_parser().parse_args(["train", "--preset", "mlp-circle", "--batch-size", "none",
+                                      "--grokfast", "none"])
+    cfg = resolve_config(args.preset, None, overrides(args))
+    assert cfg.train.batch_size is None and cfg.train.grokfast is None
+
+
+def test_sweep_settings_flags_apply_to_every_run_and_may_not_name_an_axis(tmp_path: Path) -> None:
+    from mechgrok.sweep import expand, load_sweep_spec
+
+    f = tmp_path / "s.toml"
+    f.write_text('preset = "quick"\n[task]\np = 11\n[model]\nd_model = 16\nn_heads = 2\n'
+                 'd_head = 8\nd_mlp = 32\n[sweep]\nseeds = 2\n'
+                 '[sweep.grid]\n"train.weight_decay" = [0.3, 1.0]\n')
+    plain = expand(load_sweep_spec(f), analyse=None)
+    spec = load_sweep_spec(f).with_settings(None, {"train.epochs": 7,
+                                                   "train.checkpoints_per_decade": 5})
+    points = expand(spec, analyse=None)
+    assert [pt.config.train.epochs for pt in points] == [7] * 4
+    # a setting given on the command line wins over the sweep's checkpoint economy
+    assert {pt.config.train.checkpoints_per_decade for pt in points} == {5}
+    assert {pt.run_id for pt in points}.isdisjoint(pt.run_id for pt in plain)
+    assert "settings" not in load_sweep_spec(f).to_dict()  # sweep.json unchanged without them
+    for flag, needle in ((["--weight-decay", "0.1"], "axis of the sweep's grid"),
+                         (["--seed", "3"], "sweep's seeds")):
+        r = run_cli("sweep", str(f), "--dry-run", "--out-dir", str(tmp_path / "out"), *flag)
+        assert_one_line_error(r, needle)
+    r = run_cli("sweep", str(f), "--dry-run", "--out-dir", str(tmp_path / "out"), "--epochs", "7")
+    assert r.returncode == 0, r.stderr
+    assert "= 4 runs" in r.stdout and not (tmp_path / "out").exists()
+
+
+def test_analysis_output_names_the_measures_file_by_stores_rule(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                ) -> None:
+    from types import SimpleNamespace
+
+    from mechgrok.cli import print_analysis
+    from mechgrok.store import measures_path
+
+    run = SimpleNamespace(path=tmp_path / "r", id="r")
+    res = SimpleNamespace(summary={}, workers=1, run=run, checkpoints=3, probes=["loss"],
+                          computed=3, stale=0, reused=0, seconds=0.1, workers_note=None,
+                          not_applicable={}, errors=[])
+    print_analysis(res)
+    assert capsys.readouterr().out.splitlines()[-1] == f"measures: {measures_path(run.path)}"
+
+
+def test_cli_reaches_no_private_store_names_and_aliases_no_module_to_a_letter() -> None:
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "mechgrok"
+    for package in ("cli", "sweep", "config"):
+        for path in sorted((root / package).glob("*.py")):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute):
+                    assert node.attr != "_lock", f"{path}: RunWriter._lock (use store.is_locked)"
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    for a in node.names:
+                        assert not (a.asname and len(a.asname) == 1 and a.asname.isupper()), (
+                            f"{path}: import {a.name} as {a.asname}")

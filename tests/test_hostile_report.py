@@ -152,7 +152,7 @@ def test_sweep_report_escapes_axis_values(analysed, tmp_path) -> None:
 
 
 def test_safe_ids_and_script_json() -> None:
-    from mechgrok.report.html import safe_id, script_json
+    from mechgrok.report.page import safe_id, script_json
 
     assert safe_id("fig-probe-logit_norm") == "fig-probe-logit_norm"
     odd = [safe_id(f"fig-probe-{p}") for p in (PROBE_ATTR, PROBE_SCRIPT, "a b", "a_b")]

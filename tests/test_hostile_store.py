@@ -184,6 +184,23 @@ def test_resume_keeps_user_files(interrupted: Path, tmp_path: Path) -> None:
     assert Run(run).status == "finished"
 
 
+def test_resume_removes_a_superseded_resume_file(interrupted: Path, tmp_path: Path) -> None:
+    """A kill between writing the manifest and unlinking the previous resume file leaves an
+    older resume file no one can read: resuming removes it (and only it)."""
+    run = _copy(interrupted, tmp_path / "r")
+    named = Run(run).manifest["resume"]["epoch"]
+    assert named >= 1
+    older = run / f"resume_epoch_{named - 1:07d}.safetensors"
+    older.write_bytes(b"superseded")
+    (run / "resume_epoch_notes.safetensors").write_bytes(b"a user's file")
+    r = run_cli("train", "--resume", str(run), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert not older.exists()
+    assert (run / "resume_epoch_notes.safetensors").read_bytes() == b"a user's file"
+    left = sorted(f.name for f in run.glob("resume_epoch_0*"))
+    assert left == [Run(run).manifest["resume"]["file"]]
+
+
 def test_resume_does_not_follow_a_symlinked_ckpt(interrupted: Path, tmp_path: Path) -> None:
     run = _copy(interrupted, tmp_path / "r")
     other = tmp_path / "other-disk"

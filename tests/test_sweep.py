@@ -370,7 +370,7 @@ def test_vmap_seeds_sweep_matches_separate_runs(tmp_path: Path) -> None:
     """--vmap-seeds 3: one job per grid point, three ordinary run directories, the same runs."""
     import torch
 
-    from mechgrok.sweep import _jobs
+    from mechgrok.sweep import plan_jobs as _jobs
 
     f = sweep_file(tmp_path, grid='"train.weight_decay" = [0.3, 1.0]', sweep_extra="seeds = 3",
                    extra='model_dtype = "float64"')

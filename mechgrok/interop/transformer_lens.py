@@ -34,8 +34,13 @@ from typing import Any
 
 from mechgrok.config import RunConfig, TransformerConfig
 from mechgrok.errors import CheckpointError, ConfigError, RunDirError
+from mechgrok.tasks import N_CTX
 
-N_CTX = 3
+__all__ = ["EXPORT_CONFIG_FILE", "EXPORT_INFO_FILE", "EXPORT_KIND", "EXPORT_WEIGHTS_FILE", "LN_EPS",
+           "N_CTX", "export_config", "export_run", "has_unembed_bias", "load_bridge",
+           "looks_like_tl_state", "model_config_from_tl", "state_from_tl", "state_to_tl",
+           "tl_config_from_state"]
+
 LN_EPS = 1e-5
 _ATTN_BIASES = ("b_Q", "b_K", "b_V", "b_O")
 _BUFFERS = (".mask", ".IGNORE")
@@ -304,7 +309,9 @@ def load_bridge(folder: str | Path) -> Any:
     cfg = TransformerBridgeConfig.from_dict(cfg_d)
     state = tensors_from_bytes((folder / EXPORT_WEIGHTS_FILE).read_bytes(),
                                str(folder / EXPORT_WEIGHTS_FILE))[0]
-    bridge = TransformerBridge.boot_native(cfg, dtype=dtype)
+    # boot_native is attached to the class at import time (setattr in
+    # transformer_lens.model_bridge.sources.native), so type checkers cannot see it
+    bridge = TransformerBridge.boot_native(cfg, dtype=dtype)  # type: ignore[attr-defined]
     result = bridge.load_state_dict(convert_tl_checkpoint(state, cfg), strict=True)
     if result.missing_keys or result.unexpected_keys:  # pragma: no cover - strict raises
         raise CheckpointError(f"{folder}: TransformerLens did not take every weight")

@@ -17,9 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.HookedRootModule import HookedRootModule
+
+__all__ = ["Embed", "HookedModel", "Unembed", "init_normal_"]
 
 
 class HookedModel(HookedRootModule):
@@ -30,7 +32,7 @@ class HookedModel(HookedRootModule):
     #: number of answer classes (p, or 120 for S5)
     n_classes: int = 0
 
-    def run_with_cache(  # type: ignore[override]
+    def run_with_cache(
         self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False,
         **kwargs: Any,
     ) -> tuple[Tensor, ActivationCache | dict[str, Tensor]]:
@@ -41,7 +43,10 @@ class HookedModel(HookedRootModule):
             return out, ActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
         return out, cache_dict
 
-    def forward_last(self, tokens: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def forward_last(self, tokens: Tensor, *,
+                     same_query: bool | None = None) -> Tensor:  # pragma: no cover - abstract
+        """Logits at the last position, without hooks (the training fast path). ``same_query``:
+        every example's last token is ``=`` (None: check)."""
         raise NotImplementedError
 
     # -- what probes read, the same way for every model kind ------------------------------------
@@ -73,7 +78,33 @@ class HookedModel(HookedRootModule):
             return float(sum((p.detach().double() ** 2).sum() for p in self.parameters()))
 
 
+class Embed(nn.Module):
+    """The learned token embedding, ``W_E (d_vocab, d)`` (TransformerLens's ``embed.W_E``)."""
+
+    def __init__(self, d_vocab: int, d: int):
+        super().__init__()
+        self.W_E = nn.Parameter(torch.empty(d_vocab, d))
+
+
+class Unembed(nn.Module):
+    """The unembedding to the n answer classes: ``W_U (d, n)`` and, with ``bias``, ``b_U (n,)``
+    (TransformerLens's names). ``forward(x)`` takes ``(..., d)`` and returns ``(..., n)``."""
+
+    def __init__(self, d: int, n_classes: int, bias: bool):
+        super().__init__()
+        self.W_U = nn.Parameter(torch.empty(d, n_classes))
+        self.b_U = nn.Parameter(torch.zeros(n_classes)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.b_U is not None:
+            return torch.addmm(self.b_U, x.reshape(-1, x.shape[-1]),
+                               self.W_U).view(*x.shape[:-1], -1)
+        return x @ self.W_U
+
+
 def init_normal_(t: Tensor, std: float, gen: torch.Generator) -> Tensor:
+    """Fill ``t`` in place with N(0, std²) draws from ``gen`` (drawn in float64, so a seed gives
+    the same values in every dtype)."""
     with torch.no_grad():
         t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype) * std)
     return t

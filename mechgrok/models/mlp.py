@@ -21,6 +21,8 @@ Fast path: the first layer's pre-activation is a sum of two gathered rows,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +30,14 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from mechgrok.config import MLPConfig
-from mechgrok.models.base import HookedModel, init_normal_
+from mechgrok.models.base import Embed, HookedModel, Unembed, init_normal_
+
+__all__ = ["Dense", "MLPModel"]
 
 
 class Dense(nn.Module):
+    """One hidden layer's affine map, ``x @ W (+ b)``, with its ``hook_pre`` and ``hook_post``."""
+
     def __init__(self, d_in: int, d_out: int, bias: bool):
         super().__init__()
         self.W = nn.Parameter(torch.empty(d_in, d_out))
@@ -44,16 +50,16 @@ class Dense(nn.Module):
 
 
 class MLPModel(HookedModel):
+    """The hooked MLP on the two operands. ``forward(tokens) -> (batch, n_classes)`` logits."""
+
     def __init__(self, cfg: MLPConfig, n_classes: int, seed: int = 0):
         super().__init__()
         self.cfg = cfg
         self.n_classes = n = n_classes
-        self.act = F.relu if cfg.act == "relu" else F.gelu
+        self.act: Callable[[Tensor], Tensor] = F.relu if cfg.act == "relu" else F.gelu
         d = n if cfg.embed == "onehot" else cfg.d_embed
         self.d_operand = d
-        if cfg.embed == "learned":
-            self.embed = nn.Module()
-            self.embed.W_E = nn.Parameter(torch.empty(n, d))
+        self.embed = Embed(n, d) if cfg.embed == "learned" else None
         self.hook_embed = HookPoint()  # (batch, 2, d)
         self.hook_in = HookPoint()  # (batch, d_in)
         d_in = 2 * d if cfg.combine == "concat" else d
@@ -61,13 +67,14 @@ class MLPModel(HookedModel):
         self.layers = nn.ModuleList(
             [Dense(a, b, cfg.bias) for a, b in zip(widths[:-1], widths[1:])]
         )
-        self.unembed = nn.Module()
-        self.unembed.W_U = nn.Parameter(torch.empty(widths[-1], n))
-        if cfg.bias:
-            self.unembed.b_U = nn.Parameter(torch.zeros(n))
+        self.unembed = Unembed(widths[-1], n, cfg.bias)
         self.neuron_hook = f"layers.{len(cfg.hidden) - 1}.hook_post"
         self.reset_parameters(seed)
         self.setup()
+
+    def dense(self) -> list[Dense]:
+        """The hidden layers, in order (``self.layers`` as the type checker should see it)."""
+        return cast("list[Dense]", list(self.layers))
 
     def reset_parameters(self, seed: int) -> None:
         gen = torch.Generator().manual_seed(seed)
@@ -83,9 +90,9 @@ class MLPModel(HookedModel):
     def token_embedding(self) -> Tensor:
         """Learned: ``W_E``. One-hot: the first layer's rows for the x operand, which is what a
         one-hot input's embedding amounts to. (n, d)"""
-        if self.cfg.embed == "learned":
+        if self.embed is not None:
             return self.embed.W_E
-        return self.layers[0].W[: self.n_classes]
+        return self.dense()[0].W[: self.n_classes]
 
     def neuron_logit_map(self) -> Tensor:
         """W_L = W_U: the last hidden layer writes straight to the logits. (width, n)"""
@@ -94,34 +101,29 @@ class MLPModel(HookedModel):
     def _operands(self, tokens: Tensor) -> Tensor:
         """The two operand vectors. (batch, 2, d)"""
         xy = tokens[:, :2]
-        if self.cfg.embed == "onehot":
+        if self.embed is None:
             return F.one_hot(xy, self.n_classes).to(self.unembed.W_U.dtype)
         return F.embedding(xy, self.embed.W_E)
 
     def forward(self, tokens: Tensor) -> Tensor:
         e = self.hook_embed(self._operands(tokens))  # (batch, 2, d)
         x = self.hook_in(e.flatten(1) if self.cfg.combine == "concat" else e.sum(1))
-        for layer in self.layers:
+        for layer in self.dense():
             x = layer.hook_post(self.act(layer.hook_pre(layer.linear(x))))
-        return self._unembed(x)  # (batch, n)
-
-    def _unembed(self, x: Tensor) -> Tensor:
-        if hasattr(self.unembed, "b_U"):
-            return torch.addmm(self.unembed.b_U, x, self.unembed.W_U)
-        return x @ self.unembed.W_U
+        return self.unembed(x)  # (batch, n)
 
     def forward_last(self, tokens: Tensor, *, same_query: bool | None = None) -> Tensor:
         """Same logits as ``forward``, without hooks; first layer by table lookup. (batch, n)
 
         ``same_query`` is accepted for the transformer's signature and ignored."""
-        first = self.layers[0]
+        first, *rest = self.dense()
         W = first.W
         d = self.d_operand
         if self.cfg.combine == "concat":
             W_x, W_y = W[:d], W[d:]
         else:
             W_x = W_y = W
-        if self.cfg.embed == "learned":
+        if self.embed is not None:
             W_E = self.embed.W_E
             if self.cfg.combine == "concat":
                 tab = W_E @ torch.cat([W_x, W_y], dim=1)  # (n, 2·width) in one matmul
@@ -134,6 +136,6 @@ class MLPModel(HookedModel):
         if first.b is not None:
             pre = pre + first.b
         x = self.act(pre)
-        for layer in self.layers[1:]:
+        for layer in rest:
             x = self.act(layer.linear(x))
-        return self._unembed(x)
+        return self.unembed(x)

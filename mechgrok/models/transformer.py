@@ -20,6 +20,8 @@ uniform over the causally visible keys. α = 1 is the standard transformer, α =
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +29,15 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from mechgrok.config import TransformerConfig
-from mechgrok.models.base import HookedModel, init_normal_
+from mechgrok.models.base import Embed, HookedModel, Unembed, init_normal_
+from mechgrok.tasks import N_CTX
 
-N_CTX = 3
+__all__ = ["MLP", "N_CTX", "Attention", "LayerNorm", "PosEmbed", "Transformer", "TransformerBlock"]
 
 
 class LayerNorm(nn.Module):
+    """LayerNorm with learned ``w`` and ``b`` and TransformerLens's two hooks."""
+
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
@@ -51,6 +56,10 @@ class LayerNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    """Causal multi-head attention without biases, with Zhong et al.'s attention rate α."""
+
+    mask: Tensor  # (N_CTX, N_CTX) bool, lower triangular: a buffer
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
@@ -94,13 +103,15 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """The block's MLP, ``act(x @ W_in + b_in) @ W_out + b_out``."""
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
-        self.act = F.relu if cfg.act == "relu" else F.gelu
+        self.act: Callable[[Tensor], Tensor] = F.relu if cfg.act == "relu" else F.gelu
         self.hook_pre = HookPoint()  # (batch, pos, d_mlp)
         self.hook_post = HookPoint()  # (batch, pos, d_mlp)
 
@@ -117,6 +128,8 @@ class MLP(nn.Module):
 
 
 class TransformerBlock(nn.Module):
+    """Attention then MLP, each added to the residual stream (pre-LayerNorm when enabled)."""
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         # registered in forward order, so hook_dict lists the hooks in the order they fire
@@ -138,6 +151,14 @@ class TransformerBlock(nn.Module):
         return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(x)))
 
 
+class PosEmbed(nn.Module):
+    """The learned position embedding, ``W_pos (n_ctx, d_model)``."""
+
+    def __init__(self, n_ctx: int, d_model: int):
+        super().__init__()
+        self.W_pos = nn.Parameter(torch.empty(n_ctx, d_model))
+
+
 class Transformer(HookedModel):
     """The hooked transformer. ``forward(tokens) -> (batch, pos, n_classes)`` logits."""
 
@@ -146,21 +167,20 @@ class Transformer(HookedModel):
         self.cfg = cfg
         self.n_classes = n_classes
         self.d_vocab = n_classes + 1  # the n elements and `=`
-        self.embed = nn.Module()
-        self.embed.W_E = nn.Parameter(torch.empty(self.d_vocab, cfg.d_model))
-        self.pos_embed = nn.Module()
-        self.pos_embed.W_pos = nn.Parameter(torch.empty(N_CTX, cfg.d_model))
+        self.embed = Embed(self.d_vocab, cfg.d_model)
+        self.pos_embed = PosEmbed(N_CTX, cfg.d_model)
         self.hook_embed = HookPoint()  # (batch, pos, d_model)
         self.hook_pos_embed = HookPoint()
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = LayerNorm(cfg.d_model) if cfg.layernorm else None
-        self.unembed = nn.Module()
-        self.unembed.W_U = nn.Parameter(torch.empty(cfg.d_model, n_classes))
-        if cfg.unembed_bias:
-            self.unembed.b_U = nn.Parameter(torch.zeros(n_classes))
+        self.unembed = Unembed(cfg.d_model, n_classes, cfg.unembed_bias)
         self.neuron_hook = f"blocks.{cfg.n_layers - 1}.mlp.hook_post"
         self.reset_parameters(seed)
         self.setup()
+
+    def block_list(self) -> list[TransformerBlock]:
+        """The blocks, in order (``self.blocks`` as the type checker should see it)."""
+        return cast("list[TransformerBlock]", list(self.blocks))
 
     def reset_parameters(self, seed: int) -> None:
         gen = torch.Generator().manual_seed(seed)
@@ -182,7 +202,7 @@ class Transformer(HookedModel):
 
     def neuron_logit_map(self) -> Tensor:
         """W_L = W_out @ W_U of the last block (the direct path; LayerNorm ignored). (d_mlp, n)"""
-        return self.blocks[-1].mlp.W_out @ self.unembed.W_U
+        return self.block_list()[-1].mlp.W_out @ self.unembed.W_U
 
     # -- hooked forward ------------------------------------------------------------------------
     def forward(self, tokens: Tensor) -> Tensor:
@@ -194,13 +214,7 @@ class Transformer(HookedModel):
             resid = block(resid)
         if self.ln_final is not None:
             resid = self.ln_final(resid)
-        return self._unembed(resid)  # (batch, pos, n_classes)
-
-    def _unembed(self, x: Tensor) -> Tensor:
-        if hasattr(self.unembed, "b_U"):
-            return torch.addmm(self.unembed.b_U, x.reshape(-1, x.shape[-1]),
-                               self.unembed.W_U).view(*x.shape[:-1], -1)
-        return x @ self.unembed.W_U
+        return self.unembed(resid)  # (batch, pos, n_classes)
 
     # -- fast path -----------------------------------------------------------------------------
     #: above this many entries (d_vocab² · pos · heads) the score table is not worth building
@@ -225,10 +239,10 @@ class Transformer(HookedModel):
         """
         W_E, W_pos = self.embed.W_E, self.pos_embed.W_pos
         batch, n_pos = tokens.shape
-        last = self.blocks[-1]
+        *earlier, last = self.block_list()
         attn = last.attn
         h, e = attn.W_Q.shape[0], attn.W_Q.shape[2]
-        if len(self.blocks) == 1:
+        if not earlier:
             n_vocab = W_E.shape[0]
             table = W_E.unsqueeze(0) + W_pos[:n_pos].unsqueeze(1)  # (pos, d_vocab, d_model)
             x = last.ln1(table, hooked=False) if last.ln1 is not None else table
@@ -259,7 +273,7 @@ class Transformer(HookedModel):
                 resid_last = F.embedding(flat[:, -1], table.reshape(n_pos * n_vocab, -1))
         else:
             resid = F.embedding(tokens, W_E) + W_pos[:n_pos]
-            for block in self.blocks[:-1]:
+            for block in earlier:
                 resid = block(resid)
             x = last.ln1(resid, hooked=False) if last.ln1 is not None else resid
             q = (x[:, -1] @ attn.W_Q.transpose(0, 1).reshape(-1, h * e)).view(batch, 1, h, e)
@@ -276,4 +290,4 @@ class Transformer(HookedModel):
         resid_last = resid_last + last.mlp(mlp_in, hooked=False)
         if self.ln_final is not None:
             resid_last = self.ln_final(resid_last, hooked=False)
-        return self._unembed(resid_last)
+        return self.unembed(resid_last)

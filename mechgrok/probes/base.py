@@ -41,7 +41,6 @@ element ids, so nothing else is accepted.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mechgrok.errors import MechgrokError
+from mechgrok.store.analysis import PROBE_NAME_RE, PROBE_NAME_RULE, is_probe_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -58,9 +58,27 @@ if TYPE_CHECKING:  # pragma: no cover
     from mechgrok.store import CheckpointInfo, Run
     from mechgrok.tasks import TaskData
 
-#: What a probe's name may be: a letter or ``_``, then up to 63 letters, digits, ``_`` or ``-``.
-PROBE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
-PROBE_NAME_RULE = "a letter or '_' followed by up to 63 letters, digits, '_' or '-'"
+__all__ = [
+    "FOURIER_TASKS",
+    "KNOWN_NEEDS",
+    "PROBE_NAME_RE",
+    "PROBE_NAME_RULE",
+    "AllPairs",
+    "CheckpointContext",
+    "FunctionProbe",
+    "NotApplicable",
+    "Probe",
+    "ProbeError",
+    "ProbeOutput",
+    "RunContext",
+    "as_probe",
+    "check_output",
+    "is_probe_name",
+    "probe",
+]
+
+# What a probe's name may be (PROBE_NAME_RE, PROBE_NAME_RULE, is_probe_name) is defined with the
+# measures records it is written into (mechgrok.store.analysis) and re-exported here.
 KNOWN_NEEDS = frozenset({"all_pairs", "key_freqs", "fourier", "grad"})
 FOURIER_TASKS = {"add": "add", "sub": "sub"}
 
@@ -95,7 +113,10 @@ class Probe:
         return f"<probe {self.name!r}>"
 
 
-class _FunctionProbe(Probe):
+class FunctionProbe(Probe):
+    """A probe made from a function of the checkpoint context (:func:`probe`, or a plain function
+    given to :func:`as_probe`): ``fn`` computes it, ``applies_fn`` (when set) refuses runs."""
+
     def __init__(self, fn: Callable[[CheckpointContext], dict[str, Any]], name: str,
                  needs: Iterable[str], description: str,
                  applies: Callable[[RunContext], str | None] | None):
@@ -104,7 +125,12 @@ class _FunctionProbe(Probe):
         self.needs = tuple(needs)
         self.description = description
         self._applies = applies
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
+
+    @property
+    def applies_fn(self) -> Callable[[RunContext], str | None] | None:
+        """The function given as ``applies=`` (None when there was none)."""
+        return self._applies
 
     def applies(self, run: RunContext) -> str | None:
         base = super().applies(run)
@@ -165,14 +191,9 @@ def probe(name: str | None = None, *, needs: Iterable[str] = (), description: st
 
     def wrap(fn: Callable[[CheckpointContext], dict[str, Any]]) -> Probe:
         desc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        return _FunctionProbe(fn, name or fn.__name__, needs, desc, applies)
+        return FunctionProbe(fn, name or fn.__name__, needs, desc, applies)
 
     return wrap
-
-
-def is_probe_name(name: Any) -> bool:
-    """Whether ``name`` is an allowed probe name (:data:`PROBE_NAME_RE`)."""
-    return isinstance(name, str) and PROBE_NAME_RE.fullmatch(name) is not None
 
 
 def as_probe(obj: Any, where: str) -> Probe:
@@ -182,7 +203,7 @@ def as_probe(obj: Any, where: str) -> Probe:
     elif isinstance(obj, type) and issubclass(obj, Probe):
         p = obj()
     elif callable(obj):
-        p = _FunctionProbe(obj, getattr(obj, "__name__", "probe"), (), "", None)
+        p = FunctionProbe(obj, getattr(obj, "__name__", "probe"), (), "", None)
     else:
         raise ProbeError(f"{where} is not a probe (a Probe subclass, a @probe function or a "
                          f"function of ctx), it is a {type(obj).__name__}")
@@ -268,8 +289,7 @@ class RunContext:
         self.run = run
         self.config: RunConfig = run.config
         self.data = data
-        pairs = torch.from_numpy(data.pairs)
-        self.tokens = torch.cat([pairs, torch.full((len(pairs), 1), data.eq_token)], 1)
+        self.tokens = torch.from_numpy(data.tokens)  # (N, 3): [x, y, =] per pair
         self.labels = torch.from_numpy(data.labels)
         self.train_idx = torch.as_tensor(data.train_idx)
         self.test_idx = torch.as_tensor(data.test_idx)
@@ -283,6 +303,16 @@ class RunContext:
     @property
     def op(self) -> str | None:
         return FOURIER_TASKS.get(self.config.task.name)
+
+    def z_p(self) -> tuple[int, str]:
+        """The run's modulus p and its operation over Z_p (add or sub); any other task raises
+        :class:`NotApplicable` with :meth:`fourier_reason`'s reason (the ``fourier`` need keeps
+        such runs away from Fourier probes already)."""
+        p, op = self.p, self.op
+        if p is None or op is None:
+            raise NotApplicable(self.fourier_reason() or f"task {self.config.task.name} has no "
+                                                         f"modulus")
+        return p, op
 
     def fourier_reason(self) -> str | None:
         """None when Fourier analysis over Z_p applies to this run, else why not."""
@@ -327,6 +357,12 @@ class CheckpointContext:
     @property
     def config(self) -> RunConfig:
         return self.run.config
+
+    @property
+    def cached_all_pairs(self) -> AllPairs | None:
+        """The all-pairs results when :meth:`all_pairs` has computed them (or something set
+        them), else None; computes nothing."""
+        return self._all_pairs
 
     def all_pairs(self) -> AllPairs:
         if self._all_pairs is None:

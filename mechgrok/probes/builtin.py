@@ -15,30 +15,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from mechgrok.probes import fourier as F
-from mechgrok.probes.base import CheckpointContext, NotApplicable, RunContext, probe
+from mechgrok.probes import fourier
+from mechgrok.probes.base import CheckpointContext, NotApplicable, Probe, RunContext, probe
+
+__all__ = ["BUILTIN_PROBES", "RULES", "final_key_frequency_finder", "fourier_embed", "gini",
+           "key_freqs", "key_frequencies", "loss", "restricted", "weights"]
 
 RULES = ("neurons", "embedding", "logit_map")
 
 
 def _grid_neurons(ctx: CheckpointContext) -> torch.Tensor:
-    p = ctx.run.p
+    p, _ = ctx.run.z_p()
     acts = ctx.all_pairs().neurons  # (p², N), row-major (x, y)
     return acts.reshape(p, p, -1)
 
 
 def key_frequencies(model: Any, neurons_grid: torch.Tensor, p: int) -> dict[str, Any]:
     """Key frequencies by the three rules, and the neuron clusters (one checkpoint)."""
-    fractions = F.neuron_frequency_fractions(neurons_grid)
-    clusters = F.neuron_clusters(fractions)
+    fractions = fourier.neuron_frequency_fractions(neurons_grid)
+    clusters = fourier.neuron_clusters(fractions)
     n_neurons = neurons_grid.shape[-1]
     with torch.no_grad():
-        emb_norms = F.frequency_norms(model.token_embedding().detach())
-        wl_norms = F.logit_map_frequency_norms(model.neuron_logit_map().detach())
+        emb_norms = fourier.frequency_norms(model.token_embedding().detach())
+        wl_norms = fourier.logit_map_frequency_norms(model.neuron_logit_map().detach())
     return {
-        "neurons": F.key_frequencies_from_clusters(clusters, n_neurons),
-        "embedding": F.key_frequencies_from_norms(emb_norms),
-        "logit_map": F.key_frequencies_from_norms(wl_norms),
+        "neurons": fourier.key_frequencies_from_clusters(clusters, n_neurons),
+        "embedding": fourier.key_frequencies_from_norms(emb_norms),
+        "logit_map": fourier.key_frequencies_from_norms(wl_norms),
         "clusters": clusters,
         "fractions": fractions,
         "n_neurons": n_neurons,
@@ -85,8 +88,8 @@ def loss(ctx: CheckpointContext) -> dict[str, Any]:
 def fourier_embed(ctx: CheckpointContext) -> dict[str, Any]:
     with torch.no_grad():
         W = ctx.model.token_embedding().detach()
-    rows = F.fourier_norms(W)
-    freqs = F.frequency_norms(W)
+    rows = fourier.fourier_norms(W)
+    freqs = fourier.frequency_norms(W)
     return {"top_freq": int(freqs.argmax()) + 1, "const_norm": float(rows[0]),
             "row_norms": rows, "freq_norms": freqs}
 
@@ -95,9 +98,9 @@ def fourier_embed(ctx: CheckpointContext) -> dict[str, Any]:
        description="key frequencies at this checkpoint by three rules (neuron clusters ≥ 0.85, "
                    "embedding norms > max/4, neuron-logit map W_L) and the neuron clusters")
 def key_freqs(ctx: CheckpointContext) -> dict[str, Any]:
-    p = ctx.run.p
+    p, _ = ctx.run.z_p()
     kf = key_frequencies(ctx.model, _grid_neurons(ctx), p)
-    K = F.n_frequencies(p)
+    K = fourier.n_frequencies(p)
     sizes = np.zeros(K, dtype=np.int64)
     for k, members in kf["clusters"].items():
         sizes[k - 1] = len(members)
@@ -133,11 +136,11 @@ def _final_keys(ctx: CheckpointContext) -> tuple[list[int], str]:
 def restricted(ctx: CheckpointContext) -> dict[str, Any]:
     keys, rule = _final_keys(ctx)
     ap = ctx.all_pairs()
-    p, op = ctx.run.p, ctx.run.op
+    p, op = ctx.run.z_p()
     logits = ap.logits.double()
     full = float(torch.nn.functional.cross_entropy(logits, ap.labels))
-    r = F.restricted_and_excluded(logits, ap.labels, keys, p, op, ctx.run.train_idx)
-    K = F.n_frequencies(p)
+    r = fourier.restricted_and_excluded(logits, ap.labels, keys, p, op, ctx.run.train_idx)
+    K = fourier.n_frequencies(p)
     per_arr = np.full(K, np.nan)
     for k, v in r["excluded_loss_per_frequency"].items():
         per_arr[k - 1] = v
@@ -156,16 +159,14 @@ def restricted(ctx: CheckpointContext) -> dict[str, Any]:
                    "W_E and of W_L")
 def gini(ctx: CheckpointContext) -> dict[str, Any]:
     with torch.no_grad():
-        e = F.frequency_norms(ctx.model.token_embedding().detach())
-        w = F.logit_map_frequency_norms(ctx.model.neuron_logit_map().detach())
-    return {"embedding": F.gini(e), "logit_map": F.gini(w)}
+        e = fourier.frequency_norms(ctx.model.token_embedding().detach())
+        w = fourier.logit_map_frequency_norms(ctx.model.neuron_logit_map().detach())
+    return {"embedding": fourier.gini(e), "logit_map": fourier.gini(w)}
 
 
 def final_key_frequency_finder(run_ctx: RunContext, final_model: Any) -> dict[str, list[int]]:
     """The function the analysis hands to RunContext: key frequencies of the final checkpoint."""
-    if run_ctx.fourier_reason() is not None:
-        raise NotApplicable(run_ctx.fourier_reason())
-    p = run_ctx.p
+    p, _ = run_ctx.z_p()
     with torch.no_grad():
         _, cache = final_model.run_with_cache(
             run_ctx.tokens, names_filter=lambda n: n == final_model.neuron_hook)
@@ -174,7 +175,7 @@ def final_key_frequency_finder(run_ctx: RunContext, final_model: Any) -> dict[st
     return {r: kf[r] for r in RULES}
 
 
-def _all_builtins() -> list:
+def _all_builtins() -> list[Probe]:
     from mechgrok.probes.clockpizza import CLOCKPIZZA_PROBES
     from mechgrok.probes.collapse import collapse_probe
 

@@ -78,8 +78,9 @@ import torch
 from torch import Tensor
 
 from mechgrok.errors import ConfigError
-from mechgrok.probes import fourier as F
+from mechgrok.probes import fourier
 from mechgrok.probes.base import CheckpointContext, NotApplicable, RunContext, probe
+from mechgrok.tasks import token_triples
 
 __all__ = [
     "CLOCKPIZZA_PROBES",
@@ -161,9 +162,9 @@ def gradient_symmetricity(model: Any, p: int, n_triples: int = N_TRIPLES, seed: 
     if isinstance(n_triples, bool) or int(n_triples) != n_triples or not 1 <= n_triples <= p**3:
         raise ValueError(f"n_triples must be an integer in 1..p³ = {p**3}, got {n_triples!r}")
     a, b, c = _triples(p, int(n_triples), int(seed))
-    eq = torch.full_like(a, p if eq_token is None else int(eq_token))
     device = next(model.parameters()).device
-    tokens = torch.stack([a, b, eq], dim=1).to(device)  # (n, 3)
+    eq = p if eq_token is None else int(eq_token)
+    tokens = torch.from_numpy(token_triples(a.numpy(), b.numpy(), eq)).to(device)  # (n, 3)
     leaves: list[Tensor] = []
 
     def as_leaf(act: Tensor, hook: Any) -> Tensor:  # replaces the hook_embed activation
@@ -215,7 +216,7 @@ def circularity(embedding: Tensor, p: int, n_components: int = N_COMPONENTS) -> 
     for j in range(n):
         if var[j] <= 1e-10 * var[0]:
             continue  # no variance, no frequency
-        power = F.frequency_norms(torch.from_numpy(proj[:, j:j + 1])).square()  # (K,)
+        power = fourier.frequency_norms(torch.from_numpy(proj[:, j:j + 1])).square()  # (K,)
         best[j] = int(power.argmax()) + 1
         frac[j] = float(power.max() / power.sum())
     first = frac[: min(4, n)]
@@ -307,7 +308,7 @@ def clock_pizza(ctx: CheckpointContext) -> dict[str, Any]:
     reason = _odd_p(ctx.run)
     if reason is not None:
         raise NotApplicable(reason)
-    p, op = ctx.run.p, ctx.run.op
+    p, op = ctx.run.z_p()
     ap = ctx.all_pairs()
     correct = ap.logits.gather(1, ap.labels[:, None].to(ap.logits.device))  # (p², 1) row-major
     L = logit_table_sd(correct.reshape(p, p), p, op)  # (s, d)

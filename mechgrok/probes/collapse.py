@@ -42,13 +42,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+if TYPE_CHECKING:  # pragma: no cover
+    from mechgrok.probes.base import Probe
+
 __all__ = [
+    "PRECISIONS",
+    "collapse_probe",
+    "collapse_status",
     "collapse_threshold",
     "gap_quantiles",
     "logit_gap",
@@ -256,7 +262,7 @@ def _nan_to_none(v: float) -> float | None:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def _collapse_probe():
+def _collapse_probe() -> Probe:
     from mechgrok.probes.base import CheckpointContext, probe
 
     @probe("collapse", needs=("all_pairs", "grad"),

@@ -38,6 +38,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+__all__ = ["basis_labels", "excluded_loss", "excluded_loss_per_frequency", "fourier_basis",
+           "fourier_norms", "frequency_norms", "gini", "key_frequencies_from_clusters",
+           "key_frequencies_from_norms", "logit_map_frequency_norms", "n_frequencies",
+           "neuron_clusters", "neuron_frequency_fractions", "restricted_and_excluded",
+           "restricted_loss", "row_frequency", "sum_direction_basis"]
+
 _F64 = torch.float64
 
 
@@ -110,8 +116,8 @@ def fourier_norms(W: Tensor) -> Tensor:
     """
     if W.ndim != 2:
         raise ValueError(f"expected a (p, d) matrix, got shape {tuple(W.shape)}")
-    F = fourier_basis(W.shape[0])
-    return (F @ _f64(W)).norm(dim=1)  # (p,)
+    basis = fourier_basis(W.shape[0])
+    return (basis @ _f64(W)).norm(dim=1)  # (p,)
 
 
 def frequency_norms(W: Tensor) -> Tensor:
@@ -127,8 +133,8 @@ def logit_map_frequency_norms(W_L: Tensor) -> Tensor:
     """
     if W_L.ndim != 2:
         raise ValueError(f"expected an (n_neurons, p) matrix, got shape {tuple(W_L.shape)}")
-    F = fourier_basis(W_L.shape[1])
-    coeffs = _f64(W_L) @ F.T  # (N, p)
+    basis = fourier_basis(W_L.shape[1])
+    coeffs = _f64(W_L) @ basis.T  # (N, p)
     return _combine_frequencies(coeffs.norm(dim=0))
 
 

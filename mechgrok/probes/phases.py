@@ -24,10 +24,9 @@ Inputs
 
 Threshold crossings
 -------------------
-* ``first_reached(epochs, values, t)``: the first epoch with ``value ≥ t``.
-* ``first_held(epochs, values, t)``: the first epoch from which ``value ≥ t`` at *every* later
-  evaluation to the end of the run; ``None`` when the last value is below ``t``. A value that is
-  NaN counts as below. :func:`grokking_epochs` applies it to a run's metrics.
+``first_reached`` (the first epoch with ``value ≥ t``) and ``first_held`` (the first epoch from
+which ``value ≥ t`` to the end of the run), and :func:`grokking_epochs`, live in
+:mod:`mechgrok.probes.curves` and are importable from here too.
 
 Grokking epoch and delay (MEASURES.md §4)
 -----------------------------------------
@@ -93,7 +92,6 @@ on how long the run was or on the learning rate's time scale. ``ratio`` is ``Non
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
@@ -101,10 +99,19 @@ from typing import Any
 import numpy as np
 
 from mechgrok.errors import ConfigError
+from mechgrok.probes.curves import (
+    ArrayLike,
+    check_accuracy,
+    check_epochs,
+    check_finite_nonneg,
+    check_series,
+    first_held,
+    first_reached,
+    grokking_epochs,
+)
 
-__all__ = ["PhaseRules", "detect_phases", "first_held", "first_reached", "liu_label"]
-
-ArrayLike = Sequence[float] | np.ndarray
+__all__ = ["PhaseRules", "detect_phases", "first_held", "first_reached", "grokking_epochs",
+           "liu_label"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,95 +171,8 @@ class PhaseRules:
 _DEFAULT_RULES = PhaseRules()  # frozen, so one shared default is safe
 
 
-# ---------------------------------------------------------------------------------------------
-# validation helpers
-
-
 def _pct(x: float) -> str:
     return f"{x * 100:.4g} %"
-
-
-def _epochs(epochs: ArrayLike, name: str = "epochs") -> np.ndarray:
-    e = np.asarray(epochs, dtype=float)
-    if e.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {e.shape}")
-    if e.size and not np.all(np.isfinite(e)):
-        raise ValueError(f"{name} must be finite numbers")
-    if e.size and (np.any(e < 0) or np.any(e != np.round(e))):
-        bad = e[(e < 0) | (e != np.round(e))][0]
-        raise ValueError(f"{name} must be non-negative whole numbers, got {bad:g}")
-    d = np.diff(e)
-    if np.any(d <= 0):
-        i = int(np.flatnonzero(d <= 0)[0])
-        raise ValueError(f"{name} must be strictly increasing, but {name}[{i}] = {e[i]:g} is "
-                         f"followed by {e[i + 1]:g}")
-    return e
-
-
-def _series(values: ArrayLike, name: str, n: int, against: str = "epochs") -> np.ndarray:
-    v = np.asarray(values, dtype=float)
-    if v.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {v.shape}")
-    if v.size != n:
-        raise ValueError(f"{name} has {v.size} values but {against} has {n}; every series needs "
-                         f"exactly one value per evaluation epoch")
-    return v
-
-
-def _finite_nonneg(v: np.ndarray, e: np.ndarray, name: str) -> None:
-    bad = ~np.isfinite(v) | (v < 0)
-    if np.any(bad):
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name} must be finite and ≥ 0, got {v[i]!r} at epoch {int(e[i])}")
-
-
-def _accuracy(v: np.ndarray, e: np.ndarray, name: str) -> None:
-    bad = ~np.isfinite(v) | (v < 0) | (v > 1)
-    if np.any(bad):
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name} must be fractions in [0, 1] (0.99, not 99), got {v[i]!r} at "
-                         f"epoch {int(e[i])}")
-
-
-# ---------------------------------------------------------------------------------------------
-# threshold crossings
-
-
-def _first_held(e: np.ndarray, v: np.ndarray, threshold: float) -> int | None:
-    below = np.flatnonzero(~(v >= threshold))  # NaN counts as below
-    if e.size == 0 or (below.size and below[-1] == e.size - 1):
-        return None
-    start = 0 if below.size == 0 else int(below[-1]) + 1
-    return int(e[start])
-
-
-def _first_reached(e: np.ndarray, v: np.ndarray, threshold: float) -> int | None:
-    hit = np.flatnonzero(v >= threshold)
-    return int(e[hit[0]]) if hit.size else None
-
-
-def first_held(epochs: ArrayLike, values: ArrayLike, threshold: float) -> int | None:
-    """First epoch from which ``values ≥ threshold`` at every later evaluation to the end.
-
-    ``None`` if the last value is below ``threshold`` (or there are no values). NaN is below.
-    """
-    e = _epochs(epochs)
-    return _first_held(e, _series(values, "values", e.size), threshold)
-
-
-
-def grokking_epochs(metrics: list[dict], acc: float = 0.99) -> dict[str, int | None]:
-    """``{"train_99", "test_99"}``: the first epochs at which train and test accuracy reach
-    ``acc`` and stay there to the end (:func:`first_held` over the run's metrics)."""
-    epochs = [m["epoch"] for m in metrics]
-    return {"train_99": first_held(epochs, [m["train_acc"] for m in metrics], acc),
-            "test_99": first_held(epochs, [m["test_acc"] for m in metrics], acc)}
-
-
-def first_reached(epochs: ArrayLike, values: ArrayLike, threshold: float) -> int | None:
-    """First epoch with ``value ≥ threshold``, or ``None`` if it never gets there."""
-    e = _epochs(epochs)
-    return _first_reached(e, _series(values, "values", e.size), threshold)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,24 +258,24 @@ def detect_phases(epochs: ArrayLike, train_acc: ArrayLike, test_acc: ArrayLike,
     ``circuit_formation_end``, ``cleanup_end`` (epochs or ``None``), ``phase_rule`` (the rule's
     name and thresholds) and ``notes`` (why a boundary is missing, clipped or provisional).
     """
-    e = _epochs(epochs)
+    e = check_epochs(epochs)
     n = e.size
-    tr = _series(train_acc, "train_acc", n)
-    te = _series(test_acc, "test_acc", n)
-    loss = _series(test_loss, "test_loss", n)
-    w = _series(sum_sq_weights, "sum_sq_weights", n)
-    _accuracy(tr, e, "train_acc")
-    _accuracy(te, e, "test_acc")
-    _finite_nonneg(loss, e, "test_loss")
-    _finite_nonneg(w, e, "sum_sq_weights")
+    tr = check_series(train_acc, "train_acc", n)
+    te = check_series(test_acc, "test_acc", n)
+    loss = check_series(test_loss, "test_loss", n)
+    w = check_series(sum_sq_weights, "sum_sq_weights", n)
+    check_accuracy(tr, e, "train_acc")
+    check_accuracy(te, e, "test_acc")
+    check_finite_nonneg(loss, e, "test_loss")
+    check_finite_nonneg(w, e, "sum_sq_weights")
     if (excluded_loss_epochs is None) != (excluded_loss is None):
         raise ValueError("give both excluded_loss_epochs and excluded_loss (the excluded loss is "
                          "sampled at checkpoint epochs, a separate series), or neither")
     xe = xl = None
     if excluded_loss_epochs is not None and excluded_loss is not None:
-        xe = _epochs(excluded_loss_epochs, "excluded_loss_epochs")
-        xl = _series(excluded_loss, "excluded_loss", xe.size, against="excluded_loss_epochs")
-        _finite_nonneg(xl, xe, "excluded_loss")
+        xe = check_epochs(excluded_loss_epochs, "excluded_loss_epochs")
+        xl = check_series(excluded_loss, "excluded_loss", xe.size, against="excluded_loss_epochs")
+        check_finite_nonneg(xl, xe, "excluded_loss")
         if xe.size == 0:
             xe = xl = None
 
@@ -370,8 +290,8 @@ def detect_phases(epochs: ArrayLike, train_acc: ArrayLike, test_acc: ArrayLike,
         return out
 
     acc = _pct(rules.acc)
-    train_99 = _first_held(e, tr, rules.acc)
-    grok = _first_held(e, te, rules.acc)
+    train_99 = first_held(e, tr, rules.acc)
+    grok = first_held(e, te, rules.acc)
     out["train_99"], out["grokking_epoch"] = train_99, grok
     if train_99 is not None and grok is not None:
         out["grokking_delay"] = grok - train_99
@@ -420,15 +340,15 @@ def liu_label(epochs: ArrayLike, train_acc: ArrayLike, test_acc: ArrayLike,
     reach ``rules.liu_acc``, or ``None``) and ``ratio`` = ``test_90 / train_90`` (``None`` when
     either is missing or ``train_90`` is 0). See the module docstring for the rule.
     """
-    e = _epochs(epochs)
-    tr = _series(train_acc, "train_acc", e.size)
-    te = _series(test_acc, "test_acc", e.size)
+    e = check_epochs(epochs)
+    tr = check_series(train_acc, "train_acc", e.size)
+    te = check_series(test_acc, "test_acc", e.size)
     if e.size == 0:
         raise ValueError("liu_label needs at least one evaluation; got empty curves")
-    _accuracy(tr, e, "train_acc")
-    _accuracy(te, e, "test_acc")
-    train_90 = _first_reached(e, tr, rules.liu_acc)
-    test_90 = _first_reached(e, te, rules.liu_acc)
+    check_accuracy(tr, e, "train_acc")
+    check_accuracy(te, e, "test_acc")
+    train_90 = first_reached(e, tr, rules.liu_acc)
+    test_90 = first_reached(e, te, rules.liu_acc)
     ratio = (test_90 / train_90 if train_90 is not None and test_90 is not None and train_90 > 0
              else None)
     figures = {"train_90": train_90, "test_90": test_90, "ratio": ratio}

@@ -24,16 +24,30 @@ from typing import Any
 import numpy as np
 
 from mechgrok.analysis import (
-    ANALYSIS_DIR,
-    ARRAYS_DIR,
-    SUMMARY_FILE,
     load_arrays,
     load_records,
     load_summary,
     measures_table,
 )
 from mechgrok.errors import RunDirError
-from mechgrok.store import Run
+from mechgrok.store import Run, arrays_path, summary_path
+
+__all__ = [
+    "MAX_FRAMES",
+    "MAX_HEATMAP_EPOCHS",
+    "METRIC_KEYS",
+    "RULE_KEYS",
+    "STATUSES",
+    "SUMMARY_NUMBERS",
+    "SUMMARY_TABLES",
+    "RunData",
+    "finite",
+    "kind_of",
+    "read_measures",
+    "read_summary",
+    "show_value",
+    "thin",
+]
 
 #: The most checkpoints one figure with a slider holds; more are thinned evenly (first and last
 #: always kept). A circle changes slowly between dense checkpoints, so the eye loses nothing.
@@ -52,12 +66,9 @@ def thin(items: list, n: int) -> list:
     return [items[i] for i in idx]
 
 
-def _finite(v: Any) -> bool:
+def finite(v: Any) -> bool:
+    """Whether ``v`` (read from a file) is a finite number (a bool is not one)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def show_value(v: Any, n: int = 60) -> str:
@@ -68,6 +79,7 @@ def show_value(v: Any, n: int = 60) -> str:
 
 
 def kind_of(v: Any) -> str:
+    """What a JSON value is, for an error message ("a list", "null" …)."""
     return {dict: "a JSON object", list: "a list", str: "a string", bool: "a boolean",
             type(None): "null"}.get(type(v), "a number")
 
@@ -88,7 +100,7 @@ RULE_KEYS = ("pizza_gs", "pizza_di", "clock_gs", "clock_di", "circ_min")
 
 def read_summary(run: Run) -> dict[str, Any]:
     """``analysis/summary.json``, checked for what the report computes with ({} when absent)."""
-    f = run.path / ANALYSIS_DIR / SUMMARY_FILE
+    f = summary_path(run.path)
     fix = f"`mechgrok analyze {run.path}` rewrites it"
     try:
         s = load_summary(run)
@@ -103,7 +115,7 @@ def read_summary(run: Run) -> dict[str, Any]:
     for t, keys in SUMMARY_NUMBERS.items():
         for k in keys:
             v = (s.get(t) or {}).get(k)
-            if v is not None and not _finite(v):
+            if v is not None and not finite(v):
                 raise RunDirError(f"{f}: {t}.{k} is {show_value(v)}, not a number; {fix}")
     rules = (s.get("clock_pizza") or {}).get("rules")
     if rules is not None:
@@ -111,7 +123,7 @@ def read_summary(run: Run) -> dict[str, Any]:
             raise RunDirError(f"{f}: clock_pizza.rules is {kind_of(rules)}, not a JSON object; "
                               f"{fix}")
         for k in RULE_KEYS:
-            if k in rules and not _finite(rules[k]):
+            if k in rules and not finite(rules[k]):
                 raise RunDirError(f"{f}: clock_pizza.rules.{k} is {show_value(rules[k])}, not a "
                                   f"number; {fix}")
     if s.get("errors") is not None and not isinstance(s["errors"], list):
@@ -151,22 +163,18 @@ class RunData:
         return self.run.id
 
     @property
-    def is_transformer(self) -> bool:
-        return self.config.model.kind == "transformer"
-
-    @property
     def analysed(self) -> bool:
         return bool(self.table)
 
     # --- scalars --------------------------------------------------------------------------
     def metric(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(epochs, values) of a training metric, finite values only."""
-        pts = [(m["epoch"], m[key]) for m in self.metrics if _finite(m.get(key))]
+        pts = [(m["epoch"], m[key]) for m in self.metrics if finite(m.get(key))]
         return _arr(pts)
 
     def series(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """(epochs, values) of a measures-table column (``probe.name``), finite values only."""
-        pts = [(r["epoch"], r[column]) for r in self.table if _finite(r.get(column))]
+        pts = [(r["epoch"], r[column]) for r in self.table if finite(r.get(column))]
         return _arr(pts)
 
     def columns(self) -> list[str]:
@@ -225,7 +233,7 @@ class RunData:
         return f"`mechgrok analyze {self.run.path} --force` recomputes it"
 
     def arrays_file(self, epoch: int) -> Path:
-        return self.run.path / ANALYSIS_DIR / ARRAYS_DIR / f"epoch_{epoch:07d}.safetensors"
+        return arrays_path(self.run.path, epoch)
 
     def check_array(self, name: str, epoch: int, v: np.ndarray, ndim: int) -> None:
         """A :class:`RunDirError` naming the file unless ``v`` has ``ndim`` dimensions, none of

@@ -1,9 +1,18 @@
-"""The training loop: dense checkpoints, metrics, resume, and a progress bar.
+"""The training loop (one, for every trainer): dense checkpoints, metrics, resume, a progress bar.
 
-One function does the work for a new run (:func:`train`) and a resumed one (:func:`resume`). The
-loop uses the model's fast path (``forward_last``); metrics are computed on the model *after*
-``epoch`` epochs, with a no-grad pass over the train and test sets, every ``eval_every`` epochs and
-at every checkpoint.
+:func:`run_loop` trains K ≥ 1 models that step together, model k writing run directory k; what
+happens *between* the optimiser steps is written here once: evaluations, metrics records,
+checkpoints, the grokked stop, divergence, the progress bar, Ctrl-C and the final status. The
+steps themselves come from a :class:`~mechgrok.training.stepper.Stepper`:
+:class:`~mechgrok.training.single.SingleStepper` for :func:`train` and :func:`resume` (K = 1), the
+batched one of :mod:`mechgrok.training.vmap` for K seeds.
+
+Metrics are computed on the models *after* ``epoch`` epochs, with a no-grad pass over the train
+and test sets, every ``eval_every`` epochs and at every checkpoint (``train.is_checkpoint_epoch``;
+the writer stores it exactly or at reduced precision, ``train.stores_exact``). Each model has its
+own status: one that diverges (non-finite train loss) or groks (``stop_after_grok`` evaluations
+in a row at test accuracy ≥ :data:`GROK_ACC`) gets its final checkpoint and status, its writer is
+closed and nothing more is written for it, while the others go on.
 
 Resuming restores the last checkpoint's parameters, the optimiser state and the minibatch
 shuffling generator, so on the same machine (same thread count) a resumed run ends bit-identical
@@ -15,77 +24,53 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mechgrok.config import RunConfig
+from mechgrok.config import RunConfig, TrainConfig
 from mechgrok.errors import MechgrokError, RunDirError
-from mechgrok.models import HookedModel, build_model
 from mechgrok.resources import check_memory
-from mechgrok.stability import GrokfastEMA, GrokfastMA, OrthoGrad
-from mechgrok.store import CONFIG_FILE, FINAL_STATUSES, RunWriter
+from mechgrok.store import CONFIG_FILE, Run, RunWriter
 from mechgrok.tasks import TaskData, make_dataset
-from mechgrok.training.losses import cross_entropy, loss_function
-from mechgrok.training.optim import (
-    load_optimizer_state,
-    lr_at,
-    make_optimizer,
-    optimizer_state_tensors,
-    set_lr,
-)
+from mechgrok.training.optim import lr_at
+from mechgrok.training.parts import dataset_tensors, evaluate, torch_threads
+from mechgrok.training.stepper import Stepper
+
+__all__ = ["GROK_ACC", "TrainResult", "TrainingInterrupted", "dataset_tensors", "evaluate",
+           "resume", "run_loop", "train"]
 
 GROK_ACC = 0.99
 
 
 class TrainingInterrupted(MechgrokError):
+    """Ctrl-C during training: the runs were marked ``interrupted``; their checkpoints are
+    intact and resumable (the message says how)."""
+
     exit_code = 130
 
 
 @dataclass
 class TrainResult:
+    """What training one run gave: its directory, status, epochs trained, last metrics record
+    and seconds spent training it."""
+
     path: Path
-    status: str  # finished | grokked (stopped early) | already-finished
+    status: str  # finished | grokked (stopped early) | diverged | already-finished
     epochs: int
     final: dict[str, Any]
     seconds: float
 
-
-def dataset_tensors(data: TaskData) -> dict[str, torch.Tensor]:
-    """Token tensors ``[x, y, =]`` and labels, split. The MLP reads only the first two columns."""
-    pairs = torch.from_numpy(data.pairs)
-    tokens = torch.cat([pairs, torch.full((len(pairs), 1), data.eq_token, dtype=torch.int64)], 1)
-    labels = torch.from_numpy(data.labels)
-    tr = torch.from_numpy(data.train_idx)
-    te = torch.from_numpy(data.test_idx)
-    return {"train_x": tokens[tr], "train_y": labels[tr], "test_x": tokens[te],
-            "test_y": labels[te]}
-
-
-@torch.no_grad()
-def evaluate(model: HookedModel, x: torch.Tensor, y: torch.Tensor, loss_dtype: str,
-             chunk: int = 1 << 15) -> tuple[float, float]:
-    """(mean loss, accuracy) of the fast path on (x, y)."""
-    total_loss = 0.0
-    correct = 0
-    for i in range(0, len(x), chunk):
-        logits = model.forward_last(x[i : i + chunk])
-        yy = y[i : i + chunk]
-        total_loss += float(cross_entropy(logits, yy, loss_dtype)) * len(yy)
-        correct += int((logits.argmax(-1) == yy).sum())
-    return total_loss / len(x), correct / len(x)
-
-
-def _freeze_biases(model: HookedModel) -> None:
-    for name, p in model.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf.startswith("b_") or leaf == "b":
-            with torch.no_grad():
-                p.zero_()
-            p.requires_grad_(False)
+    @classmethod
+    def already_finished(cls, run: Run) -> TrainResult:
+        """A run that had ended before (not trained further): its last epoch and metrics."""
+        cks = run.checkpoints()
+        metrics = run.metrics()
+        return cls(run.path, "already-finished", cks[-1].epoch if cks else 0,
+                   metrics[-1] if metrics else {}, 0.0)
 
 
 def train(cfg: RunConfig, path: str | Path, *, progress: bool | None = None,
@@ -106,8 +91,8 @@ def resume(path: str | Path, *, progress: bool | None = None,
            threads: int | None = None) -> TrainResult:
     """Continue an interrupted run from its last checkpoint.
 
-    A run that has ended (:data:`~mechgrok.store.FINAL_STATUSES`: finished, grokked, diverged) is
-    not trained further (``status="already-finished"``). A run killed before its first checkpoint
+    A run that has ended (:func:`~mechgrok.store.is_final`: finished, grokked, diverged) is not
+    trained further (``status="already-finished"``). A run killed before its first checkpoint
     is started again from its saved config. ``threads`` overrides the run's ``train.threads`` for
     this process (a machine setting: the config is not changed; the result is bit-identical to an
     uninterrupted run only with the same thread count)."""
@@ -121,10 +106,8 @@ def resume(path: str | Path, *, progress: bool | None = None,
             raise RunDirError(f"{path} holds no run to resume (no {CONFIG_FILE}); start it with "
                               f"`mechgrok train`")
         return train(cfg_before, path, progress=progress, on_eval=on_eval, threads=threads)
-    if run.status in FINAL_STATUSES:
-        cks = run.checkpoints()
-        return TrainResult(run.path, "already-finished", cks[-1].epoch if cks else 0,
-                           run.metrics()[-1] if run.metrics() else {}, 0.0)
+    if run.is_final:
+        return TrainResult.already_finished(run)
     if not run.checkpoints():
         raise RunDirError(f"run {run.path} has no checkpoint to resume from; start it again")
     writer = RunWriter.reopen(run.path)
@@ -141,221 +124,187 @@ def _run(cfg: RunConfig, data: TaskData, writer: RunWriter, *, resumed: bool,
          progress: bool | None, on_eval: Callable[[dict[str, Any]], None] | None,
          threads: int | None = None) -> TrainResult:
     from mechgrok.errors import DiskFullError
+    from mechgrok.training.single import SingleStepper
 
-    tc = cfg.train
-    prev_threads = torch.get_num_threads()
-    if threads or tc.threads:
-        torch.set_num_threads(threads or tc.threads)
-    try:
-        return _loop(cfg, data, writer, resumed, progress, on_eval)
-    except DiskFullError as e:
-        writer.stop_after_disk_full()
+    def interrupted(epoch: int) -> str:
         cks = writer.manifest["checkpoints"]
-        upto = f"up to epoch {cks[-1]['epoch']} " if cks else ""
-        raise DiskFullError(f"{str(e).split('; ')[0]}; the run's checkpoints {upto}are intact: "
-                            f"free some space, then continue with "
-                            f"`mechgrok train --resume {writer.path}`") from None
-    finally:
-        writer.close()
-        torch.set_num_threads(prev_threads)
+        last_ck = cks[-1]["epoch"] if cks else None
+        return (f"interrupted at epoch {epoch}; checkpoints up to epoch {last_ck} are intact: "
+                f"continue with `mechgrok train --resume {writer.path}`")
 
-
-def batch_geometry(tc: Any, n_train: int) -> tuple[int, int, bool]:
-    """(batch size, optimiser steps per epoch, full batch?) for ``n_train`` training examples."""
-    batch = tc.batch_size or n_train
-    return batch, math.ceil(n_train / batch), batch >= n_train
-
-
-def make_grokfast(params: list[torch.Tensor], tc: Any) -> GrokfastEMA | GrokfastMA | None:
-    """The Grokfast gradient filter ``tc`` asks for, on ``params`` (None when off)."""
-    if tc.grokfast == "ema":
-        return GrokfastEMA(params, alpha=tc.grokfast_alpha, lamb=tc.grokfast_lambda())
-    if tc.grokfast == "ma":
-        return GrokfastMA(params, window=tc.grokfast_window, lamb=tc.grokfast_lambda())
-    return None
-
-
-def read_resume_checked(writer: RunWriter, cfg: RunConfig
-                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
-    """The last checkpoint's parameters and the resume state of ``writer``'s run: (state,
-    resume tensors, resume metadata), every tensor's name, shape and dtype checked against what
-    ``cfg`` builds before any of it reaches a kernel. Damage is one :class:`CheckpointError`
-    naming the file."""
-    from mechgrok.errors import CheckpointError, ConfigError
-    from mechgrok.store import EXACT_PREFIX, check_tensors, read_verified
-    from mechgrok.training.optim import check_optimizer_state
-
-    tc = cfg.train
-    model = build_model(cfg)
-    if tc.freeze_biases:
-        _freeze_biases(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    last = writer.manifest["checkpoints"][-1]
-    ck_file = writer.path / last["file"]
-    rstate, meta = writer.read_resume()
-    rfile = writer.path / writer.manifest["resume"]["file"]
-    exact = {k[len(EXACT_PREFIX):]: v for k, v in rstate.items() if k.startswith(EXACT_PREFIX)}
-    if exact:  # the checkpoint is stored at reduced precision; the resume file has the weights
-        state, where = exact, f"the weights in {rfile}"
-    else:
-        state, _ = read_verified(ck_file, last["size"], last["sha256"])
-        where = f"checkpoint {ck_file}"
-    check_tensors(state, model.state_dict(), where, "the model its run's config.json describes")
-    if meta["epoch"] != last["epoch"]:
-        raise RunDirError(f"run {writer.path}: resume state (epoch {meta['epoch']}) does not "
-                          f"match the last checkpoint (epoch {last['epoch']})")
-    unknown = sorted(k for k in rstate if not (k.startswith("optim.") or k == "rng.shuffle"
-                                               or k.startswith(("grokfast.", EXACT_PREFIX))))
-    if unknown:
-        raise CheckpointError(f"{rfile} holds tensors mechgrok does not write ({unknown[:3]})")
-    check_optimizer_state(rstate, params, tc, str(rfile))
-    rng = rstate["rng.shuffle"]
-    want = torch.Generator().get_state()
-    if rng.dtype != want.dtype or tuple(rng.shape) != tuple(want.shape):
-        raise CheckpointError(f"{rfile}: rng.shuffle is {tuple(rng.shape)} {rng.dtype}, not a "
-                              f"generator state ({tuple(want.shape)} {want.dtype})")
-    saved_gf = {k[len("grokfast."):]: v for k, v in rstate.items() if k.startswith("grokfast.")}
-    gfilter = make_grokfast(params, tc)
-    if gfilter is None and saved_gf:
-        raise CheckpointError(f"{rfile} holds Grokfast state, but the run's config has no "
-                              f"Grokfast filter")
-    if gfilter is not None:
+    with torch_threads(threads or cfg.train.threads):
         try:
-            gfilter.load_tensors(saved_gf)
-        except (ValueError, TypeError, ConfigError) as e:
-            raise CheckpointError(f"{rfile}: {e}") from None
-    return state, rstate, meta
+            stepper = SingleStepper(cfg, data, writer, resumed)
+            return run_loop(stepper, [writer], cfg.train, resumed=resumed, progress=progress,
+                            desc=writer.path.name[:40], postfix=_postfix, interrupted=interrupted,
+                            on_eval=on_eval)[0]
+        except DiskFullError as e:
+            writer.stop_after_disk_full()
+            cks = writer.manifest["checkpoints"]
+            upto = f"up to epoch {cks[-1]['epoch']} " if cks else ""
+            raise DiskFullError(f"{str(e).split('; ')[0]}; the run's checkpoints {upto}are "
+                                f"intact: free some space, then continue with "
+                                f"`mechgrok train --resume {writer.path}`") from None
+        finally:
+            writer.close()
 
 
-def _loop(cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
-          progress: bool | None, on_eval: Callable[[dict[str, Any]], None] | None) -> TrainResult:
-    tc = cfg.train
-    t = dataset_tensors(data)
-    train_x, train_y, test_x, test_y = t["train_x"], t["train_y"], t["test_x"], t["test_y"]
-    n_train = len(train_x)
-    batch, steps_per_epoch, full_batch = batch_geometry(tc, n_train)
+def _postfix(live: list[dict[str, Any]]) -> str:
+    m = live[0]
+    return (f"loss {m['train_loss']:.2e}/{m['test_loss']:.2e} "
+            f"acc {m['train_acc']:.3f}/{m['test_acc']:.3f}")
 
-    model = build_model(cfg)
-    if tc.freeze_biases:
-        _freeze_biases(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(params, tc)
-    if tc.orthograd:  # ⊥Grad around the optimiser, which keeps its own betas and eps
-        opt = OrthoGrad(opt)
-    gfilter = make_grokfast(params, tc)
-    loss_fn = loss_function(tc)
-    shuffle = torch.Generator().manual_seed(tc.seed + 1_000_003)
-    epoch = step = 0
-    grok_streak = 0
-    elapsed = 0.0
 
-    if resumed:
-        state, rstate, meta = read_resume_checked(writer, cfg)
-        model.load_state_dict(state)
-        load_optimizer_state(opt, rstate)
-        if gfilter is not None:
-            gfilter.load_tensors({k[len("grokfast."):]: v for k, v in rstate.items()
-                                  if k.startswith("grokfast.")})
-        shuffle.set_state(rstate["rng.shuffle"])
-        epoch, step = int(meta["epoch"]), int(meta["step"])
-        grok_streak, elapsed = int(meta["grok_streak"]), float(meta["elapsed_s"])
-        writer.metrics = [m for m in writer.metrics if m["epoch"] <= epoch]
-        writer.remove_strays()
-        writer.set_status("running")
-    model.train()
+def run_loop(stepper: Stepper, writers: Sequence[RunWriter], tc: TrainConfig, *, resumed: bool,
+             progress: bool | None, desc: str, postfix: Callable[[list[dict[str, Any]]], str],
+             interrupted: Callable[[int], str],
+             on_eval: Callable[[dict[str, Any]], None] | None = None) -> list[TrainResult]:
+    """Train ``stepper``'s K models to ``tc.epochs``, model k into ``writers[k]``; one
+    :class:`TrainResult` per model.
 
-    def record() -> dict[str, Any]:
-        model.eval()
-        tr_loss, tr_acc = evaluate(model, train_x, train_y, tc.loss_dtype)
-        te_loss, te_acc = evaluate(model, test_x, test_y, tc.loss_dtype)
-        model.train()
-        m = {"epoch": epoch, "step": step, "train_loss": tr_loss, "train_acc": tr_acc,
-             "test_loss": te_loss, "test_acc": te_acc, "sum_sq_weights": model.sum_sq_weights(),
-             "lr": lr_at(max(step - 1, 0), tc), "elapsed_s": round(elapsed, 3)}
-        writer.metrics.append(m)
-        if on_eval is not None:
-            on_eval(m)
-        return m
-
-    def checkpoint() -> None:
-        rstate = optimizer_state_tensors(opt)
-        rstate["rng.shuffle"] = shuffle.get_state()
-        if gfilter is not None:
-            rstate.update({f"grokfast.{k}": v for k, v in gfilter.tensors().items()})
-        meta = {"epoch": epoch, "step": step, "grok_streak": grok_streak, "elapsed_s": elapsed}
-        writer.write_checkpoint(epoch, step, model.state_dict(), rstate, meta)
-
-    if not resumed:
-        record()
-        checkpoint()
-    last_metrics = writer.metrics[-1] if writer.metrics else {}
-
+    A new run (``resumed`` false) is evaluated and checkpointed at epoch 0 first; a resumed one
+    starts at ``stepper.start`` with its metrics past that checkpoint dropped. ``progress``
+    shows a bar (None: when stderr is a terminal) named ``desc``, its postfix ``postfix(the
+    latest records of the models still training)``. Ctrl-C marks every open run interrupted and
+    raises :class:`TrainingInterrupted` with the message ``interrupted(epoch)``. ``on_eval`` is
+    called with each metrics record written."""
+    loop = _Loop(stepper, writers, tc, on_eval)
+    loop.begin(resumed)
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
     if show:
         from tqdm import tqdm
 
-        bar = tqdm(total=tc.epochs, initial=epoch, unit="ep", dynamic_ncols=True, mininterval=0.5,
-                   desc=writer.path.name[:40], file=sys.stderr)
-    status = "finished"
-    flush_at = time.monotonic() + 5.0
-    t0 = time.perf_counter() - elapsed
+        bar = tqdm(total=tc.epochs, initial=loop.epoch, unit="ep", dynamic_ncols=True,
+                   mininterval=0.5, desc=desc, file=sys.stderr)
+    loop.flush_at = time.monotonic() + 5.0
+    loop.t0 = time.perf_counter()
     try:
-        while epoch < tc.epochs:
-            order = None if full_batch else torch.randperm(n_train, generator=shuffle)
-            for i in range(steps_per_epoch):
-                if order is None:
-                    xb, yb = train_x, train_y
-                else:
-                    idx = order[i * batch : (i + 1) * batch]
-                    xb, yb = train_x[idx], train_y[idx]
-                set_lr(opt, lr_at(step, tc))
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model.forward_last(xb), yb)
-                loss.backward()
-                if gfilter is not None:
-                    gfilter.apply()
-                opt.step()
-                step += 1
-            epoch += 1
-            elapsed = time.perf_counter() - t0
-            is_ck = tc.is_checkpoint_epoch(epoch)
-            if epoch % tc.eval_every == 0 or is_ck:
-                last_metrics = record()
-                if not math.isfinite(last_metrics["train_loss"]):
-                    status = "diverged"
-                grok_streak = grok_streak + 1 if last_metrics["test_acc"] >= GROK_ACC else 0
-                if bar is not None:
-                    bar.set_postfix_str(
-                        f"loss {last_metrics['train_loss']:.2e}/{last_metrics['test_loss']:.2e} "
-                        f"acc {last_metrics['train_acc']:.3f}/{last_metrics['test_acc']:.3f}",
-                        refresh=False)
-                stop = tc.stop_after_grok is not None and grok_streak >= tc.stop_after_grok
-                if stop:
-                    status = "grokked"
-                if (is_ck or stop or status == "diverged"):
-                    checkpoint()
-                    flush_at = time.monotonic() + 5.0
-                elif time.monotonic() >= flush_at:
-                    writer.write_metrics()
-                    flush_at = time.monotonic() + 5.0
-                if stop or status == "diverged":
-                    break
+        while loop.epoch < tc.epochs and any(loop.open):
+            loop.step = stepper.train_epoch(loop.step)
+            loop.epoch += 1
+            live = loop.after_epoch()
+            if live and bar is not None:
+                bar.set_postfix_str(postfix(live), refresh=False)
             if bar is not None:
                 bar.update(1)
     except KeyboardInterrupt:
-        cks = writer.manifest["checkpoints"]
-        last_ck = cks[-1]["epoch"] if cks else None
-        try:
-            writer.set_status("interrupted")
-        except MechgrokError:
-            pass
-        raise TrainingInterrupted(
-            f"interrupted at epoch {epoch}; checkpoints up to epoch {last_ck} are intact: "
-            f"continue with `mechgrok train --resume {writer.path}`"
-        ) from None
+        loop.interrupt()
+        raise TrainingInterrupted(interrupted(loop.epoch)) from None
     finally:
         if bar is not None:
             bar.close()
-    writer.set_status(status, epochs_done=epoch)
-    return TrainResult(writer.path, status, epoch, last_metrics, elapsed)
+    return loop.finish()
+
+
+class _Loop:
+    """:func:`run_loop`'s state: the epoch and step, and per model its writer, whether it is
+    still training (its writer open), status, grok streak, elapsed time and latest record."""
+
+    def __init__(self, stepper: Stepper, writers: Sequence[RunWriter], tc: TrainConfig,
+                 on_eval: Callable[[dict[str, Any]], None] | None):
+        self.stepper, self.writers, self.tc, self.on_eval = stepper, list(writers), tc, on_eval
+        self.k = k = len(self.writers)
+        start = stepper.start
+        self.epoch, self.step = start.epoch, start.step
+        self.streaks, self.spent = list(start.streaks), list(start.spent)
+        self.elapsed = list(self.spent)
+        self.open = [True] * k
+        self.status = ["finished"] * k
+        self.stopped_at = [0] * k
+        self.last: list[dict[str, Any]] = [{} for _ in writers]  # each model's latest record
+        self.flush_at = self.t0 = 0.0
+
+    def begin(self, resumed: bool) -> None:
+        """New runs are evaluated and checkpointed at epoch 0; resumed ones have their metrics
+        past the checkpoint dropped, stray files removed and their status set to running."""
+        if resumed:
+            for w in self.writers:
+                w.metrics = [m for m in w.metrics if m["epoch"] <= self.epoch]
+                w.remove_strays()
+                w.set_status("running")
+        else:
+            self.record()
+            self.checkpoint(list(range(self.k)))
+        self.last = [w.metrics[-1] if w.metrics else {} for w in self.writers]
+
+    def record(self) -> list[dict[str, Any]]:
+        """Every model's metrics record now; the open runs' are appended to their metrics."""
+        scores = self.stepper.evaluate()
+        out = []
+        for k, s in enumerate(scores):
+            m = {"epoch": self.epoch, "step": self.step, "train_loss": s.train_loss,
+                 "train_acc": s.train_acc, "test_loss": s.test_loss, "test_acc": s.test_acc,
+                 "sum_sq_weights": s.sum_sq_weights, "lr": lr_at(max(self.step - 1, 0), self.tc),
+                 "elapsed_s": round(self.elapsed[k], 3)}
+            out.append(m)
+            if self.open[k]:
+                self.writers[k].metrics.append(m)
+                if self.on_eval is not None:
+                    self.on_eval(m)
+        return out
+
+    def checkpoint(self, which: list[int]) -> None:
+        if not which:
+            return
+        for k, (state, rstate) in zip(which, self.stepper.saved(which)):
+            meta = {"epoch": self.epoch, "step": self.step, "grok_streak": self.streaks[k],
+                    "elapsed_s": self.elapsed[k]}
+            self.writers[k].write_checkpoint(self.epoch, self.step, state, rstate, meta)
+
+    def after_epoch(self) -> list[dict[str, Any]]:
+        """Evaluate and checkpoint where the schedule says; the new records of the models that
+        were training (none when this epoch is not evaluated). A model that diverged or grokked
+        gets its final checkpoint and status, and its writer is closed."""
+        now = time.perf_counter() - self.t0
+        self.elapsed = [s + now if self.open[k] else self.elapsed[k]
+                        for k, s in enumerate(self.spent)]
+        tc, epoch = self.tc, self.epoch
+        is_ck = tc.is_checkpoint_epoch(epoch)
+        if not (epoch % tc.eval_every == 0 or is_ck):
+            return []
+        ms = self.record()
+        live = [k for k in range(self.k) if self.open[k]]
+        to_write, stopping = [], []
+        for k in live:
+            self.last[k] = m = ms[k]
+            if not math.isfinite(m["train_loss"]):
+                self.status[k] = "diverged"
+            self.streaks[k] = self.streaks[k] + 1 if m["test_acc"] >= GROK_ACC else 0
+            if tc.stop_after_grok is not None and self.streaks[k] >= tc.stop_after_grok:
+                self.status[k] = "grokked"
+            if self.status[k] != "finished":
+                stopping.append(k)
+            if is_ck or self.status[k] != "finished":
+                to_write.append(k)
+        if to_write:
+            self.checkpoint(to_write)
+            self.flush_at = time.monotonic() + 5.0
+        elif time.monotonic() >= self.flush_at:
+            for k in live:
+                self.writers[k].write_metrics()
+            self.flush_at = time.monotonic() + 5.0
+        for k in stopping:
+            self.writers[k].set_status(self.status[k], epochs_done=epoch)
+            self.writers[k].close()
+            self.open[k] = False
+            self.stopped_at[k] = epoch
+        return [ms[k] for k in live]
+
+    def interrupt(self) -> None:
+        for k in range(self.k):
+            if self.open[k]:
+                try:
+                    self.writers[k].set_status("interrupted")
+                except MechgrokError:
+                    pass
+
+    def finish(self) -> list[TrainResult]:
+        out = []
+        for k, w in enumerate(self.writers):
+            if self.open[k]:
+                w.set_status(self.status[k], epochs_done=self.epoch)
+                self.stopped_at[k] = self.epoch
+            out.append(TrainResult(w.path, self.status[k], self.stopped_at[k], self.last[k],
+                                   self.elapsed[k]))
+        return out

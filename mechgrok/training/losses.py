@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+__all__ = ["DTYPES", "cross_entropy", "loss_function"]
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
