@@ -1,14 +1,19 @@
-"""The twelve binary operations of Power et al. (2022), their datasets and the seeded split.
+"""The twelve binary operations of Power et al. (2022) and ``mul``, their datasets and the split.
 
 Every task maps a pair (x, y) of *elements* to one *answer*, both integers in ``range(n)``:
-residues mod p for the nine modular tasks, permutations of five elements (n = 120) for the three
+residues mod p for the ten modular tasks, permutations of five elements (n = 120) for the three
 S5 tasks. Sequence models see the tokens ``[x, y, =]`` where ``=`` is token ``n``; the answer is
-one of ``n`` classes.
+one of ``n`` classes. ``mul`` (x · y mod p) is not in Power et al.'s list (they have x / y) but
+is the multiplication later papers study. Each task carries its group structure as data
+(``Task.algebra``, a :class:`mechgrok.algebra.Algebra`: which group, which rule in it, and how
+the element 0 is handled for ``mul`` and ``div``); nothing in mechgrok tests a task's name.
 
 Conventions mechgrok chooses (see ``../shared/MEASURES.md`` §1):
 
 * **Division** is multiplication by the modular inverse, ``x * pow(y, -1, p)``, never floor
-  division, and needs a prime p. ``cond`` (x / y if y is odd, else x − y) needs a prime p too.
+  division, and needs a prime p. ``cond`` (x / y if y is odd, else x − y) needs a prime p too,
+  and so does ``mul``, read in the multiplicative group Z_p*. ``mul`` takes all p² pairs: x · 0
+  = 0 · y = 0.
 * **S5** elements are the permutations of ``(0, 1, 2, 3, 4)`` in lexicographic order, so element
   0 is the identity. A permutation ``a`` is the map ``i ↦ a[i]``. The product ``x · y`` applies
   ``y`` first, then ``x``: ``(x · y)[i] = x[y[i]]``.
@@ -29,6 +34,7 @@ from functools import cache
 
 import numpy as np
 
+from mechgrok.algebra import Algebra
 from mechgrok.errors import ConfigError
 
 __all__ = [
@@ -102,15 +108,18 @@ def s5_tables() -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Task:
-    """One binary operation: its rule, domain and the function computing answers."""
+    """One binary operation: its rule, domain, group structure (``algebra``; see
+    :mod:`mechgrok.algebra`) and the function computing answers."""
 
     name: str
     rule: str
     domain: str
     modular: bool  # True: elements are residues mod p; False: S5 permutations
     needs_prime: bool
+    algebra: Algebra
     _answer: Callable[[np.ndarray, np.ndarray, int], np.ndarray]
     _valid_y: Callable[[np.ndarray, int], np.ndarray] | None = None
+    prime_why: str = "divides by y, which needs a prime modulus so that every y ≠ 0 has an inverse"
 
     def n_elements(self, p: int | None) -> int:
         """How many distinct inputs and answers the task has (p, or 120 for S5)."""
@@ -130,8 +139,7 @@ class Task:
             )
         if self.needs_prime and not is_prime(p):
             raise ConfigError(
-                f"task {self.name!r} divides by y, which needs a prime modulus so that every "
-                f"y ≠ 0 has an inverse; p = {p} is not prime (try 97 or 113)"
+                f"task {self.name!r} {self.prime_why}; p = {p} is not prime (try 97 or 113)"
             )
 
     def pairs(self, p: int | None) -> np.ndarray:
@@ -186,26 +194,39 @@ def _nonzero_y(y: np.ndarray, _n: int) -> np.ndarray:
 
 
 _MOD = "0 ≤ x, y < p"
+_S5 = "S5 × S5 (120 × 120)"
+_ADD, _SUB = Algebra("cyclic", "xy"), Algebra("cyclic", "xy^-1")
+_MUL = Algebra("multiplicative", "xy", zero="x · 0 = 0 · y = 0 (2p − 1 pairs); Z_p* covers the "
+               "(p − 1)² pairs with x, y ≠ 0")
+_DIV = Algebra("multiplicative", "xy^-1", zero="no pair has y = 0; 0 / y = 0 (p − 1 pairs); Z_p* "
+               "covers the (p − 1)² pairs with x, y ≠ 0")
+_NONE = Algebra("none")
+_PERM, _CONJ, _ABA = (Algebra("symmetric", r, degree=5) for r in ("xy", "xyx^-1", "xyx"))
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
-        Task("add", "x + y mod p", _MOD, True, False, lambda x, y, p: (x + y) % p),
-        Task("sub", "x − y mod p", _MOD, True, False, lambda x, y, p: (x - y) % p),
-        Task("div", "x · y⁻¹ mod p", "0 ≤ x < p, 0 < y < p; p prime", True, True, _div, _nonzero_y),
-        Task("cond", "x / y mod p if y odd, else x − y mod p", _MOD + "; p prime", True, True, _cond),
-        Task("quad1", "x² + y² mod p", _MOD, True, False, lambda x, y, p: (x * x + y * y) % p),
-        Task("quad2", "x² + xy + y² mod p", _MOD, True, False,
+        Task("add", "x + y mod p", _MOD, True, False, _ADD, lambda x, y, p: (x + y) % p),
+        Task("sub", "x − y mod p", _MOD, True, False, _SUB, lambda x, y, p: (x - y) % p),
+        Task("div", "x · y⁻¹ mod p", "0 ≤ x < p, 0 < y < p; p prime", True, True, _DIV, _div,
+             _nonzero_y),
+        Task("cond", "x / y mod p if y odd, else x − y mod p", _MOD + "; p prime", True, True,
+             _NONE, _cond),
+        Task("quad1", "x² + y² mod p", _MOD, True, False, _NONE,
+             lambda x, y, p: (x * x + y * y) % p),
+        Task("quad2", "x² + xy + y² mod p", _MOD, True, False, _NONE,
              lambda x, y, p: (x * x + x * y + y * y) % p),
-        Task("quad3", "x² + xy + y² + x mod p", _MOD, True, False,
+        Task("quad3", "x² + xy + y² + x mod p", _MOD, True, False, _NONE,
              lambda x, y, p: (x * x + x * y + y * y + x) % p),
-        Task("cube1", "x³ + xy mod p", _MOD, True, False,
+        Task("cube1", "x³ + xy mod p", _MOD, True, False, _NONE,
              lambda x, y, p: (x * x % p * x + x * y) % p),
-        Task("cube2", "x³ + xy² + y mod p", _MOD, True, False,
+        Task("cube2", "x³ + xy² + y mod p", _MOD, True, False, _NONE,
              lambda x, y, p: (x * x % p * x + x * (y * y % p) + y) % p),
-        Task("s5", "x · y (permutations of 5; apply y, then x)", "S5 × S5 (120 × 120)", False,
-             False, _s5),
-        Task("s5conj", "x · y · x⁻¹", "S5 × S5 (120 × 120)", False, False, _s5conj),
-        Task("s5aba", "x · y · x", "S5 × S5 (120 × 120)", False, False, _s5aba),
+        Task("s5", "x · y (permutations of 5; apply y, then x)", _S5, False, False, _PERM, _s5),
+        Task("s5conj", "x · y · x⁻¹", _S5, False, False, _CONJ, _s5conj),
+        Task("s5aba", "x · y · x", _S5, False, False, _ABA, _s5aba),
+        Task("mul", "x · y mod p", _MOD + "; p prime", True, True, _MUL,
+             lambda x, y, p: (x * y) % p,
+             prime_why="multiplies in Z_p*, which is a group only for a prime modulus"),
     ]
 }
 

@@ -22,13 +22,27 @@ def test_help_does_not_import_heavy_libraries() -> None:
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_tasks_lists_the_twelve() -> None:
+def test_tasks_lists_the_thirteen() -> None:
+    """Power et al.'s twelve and mul: a table of rules and domains, then one of algebras (the
+    group, the rule in it, the basis mechgrok reads it in), readable in 100 columns."""
     r = run_cli("tasks")
     assert r.returncode == 0
-    names = [ln.split()[0] for ln in r.stdout.splitlines()[1:]]
-    assert names == ["add", "sub", "div", "cond", "quad1", "quad2", "quad3", "cube1", "cube2",
-                     "s5", "s5conj", "s5aba"]
+    blocks = r.stdout.split("\n\n")
+    want = ["add", "sub", "div", "cond", "quad1", "quad2", "quad3", "cube1", "cube2",
+            "s5", "s5conj", "s5aba", "mul"]
+    for block, header in zip(blocks[:2], (["task", "rule", "domain"],
+                                          ["task", "algebra", "rule", "read", "in"])):
+        lines = block.splitlines()
+        assert lines[0].split() == header
+        assert [ln.split()[0] for ln in lines[1:]] == want
     assert "x · y⁻¹ mod p" in r.stdout and "apply y, then x" in r.stdout
+    rows = {ln.split()[0]: ln for ln in blocks[1].splitlines()[1:]}
+    assert rows["add"].split()[1:] == ["cyclic", "group", "Z_p", "xy", "Fourier", "over", "Z_p"]
+    assert "multiplicative group Z_p*" in rows["mul"] and "discrete-log order" in rows["div"]
+    assert "symmetric group S5" in rows["s5conj"] and "xyx^-1" in rows["s5conj"]
+    assert "2-D Fourier over Z_p × Z_p" in rows["quad1"]
+    assert "mul: x · 0 = 0 · y = 0" in r.stdout  # how 0, outside Z_p*, is handled
+    assert max(len(ln) for ln in r.stdout.splitlines()) <= 100
 
 
 def test_presets_listed() -> None:
@@ -40,7 +54,7 @@ def test_presets_listed() -> None:
 
 @pytest.mark.parametrize(
     ("args", "needles"),
-    [(["--task", "mul"], ["unknown task 'mul'"]),
+    [(["--task", "pow"], ["unknown task 'pow'"]),
      (["--task", "div", "--p", "12"], ["not prime"]),
      (["--p", "1"], ["at least 2"]),
      (["--frac-train", "1.5"], ["between 0 and 1"]),

@@ -1,4 +1,4 @@
-"""Property tests for the twelve tasks and the split."""
+"""Property tests for the tasks (Power et al.'s twelve and mul) and the split."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ MODULAR = [n for n, t in TASKS.items() if t.modular]
 S5 = [n for n, t in TASKS.items() if not t.modular]
 
 
-def test_twelve_tasks() -> None:
+def test_thirteen_tasks() -> None:
+    """Power et al.'s twelve, in their order, then mul."""
     assert list(TASKS) == ["add", "sub", "div", "cond", "quad1", "quad2", "quad3", "cube1",
-                           "cube2", "s5", "s5conj", "s5aba"]
+                           "cube2", "s5", "s5conj", "s5aba", "mul"]
 
 
 @settings(max_examples=40, deadline=None)
@@ -44,7 +45,7 @@ def test_modular_rules(p: int) -> None:
     x, y = rng.integers(0, p, 200), rng.integers(0, p, 200)
     inv = {v: pow(v, -1, p) for v in range(1, p)}
     ref = {
-        "add": (x + y) % p, "sub": (x - y) % p,
+        "add": (x + y) % p, "sub": (x - y) % p, "mul": (x * y) % p,
         "quad1": (x**2 + y**2) % p, "quad2": (x**2 + x * y + y**2) % p,
         "quad3": (x**2 + x * y + y**2 + x) % p, "cube1": (x**3 + x * y) % p,
         "cube2": (x**3 + x * y**2 + y) % p,
@@ -122,7 +123,8 @@ def test_split_matches_pure_python_reference(seed: int) -> None:
 
 @pytest.mark.parametrize(
     ("name", "p", "frac", "msg"),
-    [("mul", 7, 0.3, "unknown task"), ("div", 12, 0.3, "not prime"), ("cond", 9, 0.3, "not prime"),
+    [("pow", 7, 0.3, "unknown task"), ("div", 12, 0.3, "not prime"), ("cond", 9, 0.3, "not prime"),
+     ("mul", 9, 0.3, "not prime"),
      ("add", 1, 0.3, "at least 2"), ("add", 7, 0.0, "between 0 and 1"),
      ("add", 7, 1.0, "between 0 and 1"), ("add", 2, 0.1, "both must be at least 1")],
 )

@@ -8,13 +8,29 @@ __all__ = ["cmd_presets", "cmd_tasks"]
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    """Two tables, each line under 100 columns: what each task computes (rule, domain), then how
+    mechgrok reads it (its algebra: the group, the rule in it, the basis), then notes on 0 in Z_p*
+    and on tasks with no group."""
     from mechgrok.tasks import TASKS
 
-    w = max(len(n) for n in TASKS)
-    rw = max(len(t.rule) for t in TASKS.values())
+    tasks = list(TASKS.values())
+    w = max(len(t.name) for t in tasks)
+    rw = max(len(t.rule) for t in tasks)
     print(f"{'task':<{w}}  {'rule':<{rw}}  domain")
-    for t in TASKS.values():
+    for t in tasks:
         print(f"{t.name:<{w}}  {t.rule:<{rw}}  {t.domain}")
+    gw = max(len(t.algebra.group_name) for t in tasks)
+    print(f"\n{'task':<{w}}  {'algebra':<{gw}}  {'rule':<6}  read in")
+    for t in tasks:
+        a = t.algebra
+        print(f"{t.name:<{w}}  {a.group_name:<{gw}}  {a.rule or '–':<6}  {a.basis}")
+    zero = [t for t in tasks if t.algebra.zero]
+    if zero:
+        print("\n0 is outside Z_p*:")
+        for t in zero:
+            print(f"  {t.name}: {t.algebra.zero}")
+    if any(not t.algebra.is_group for t in tasks):
+        print("\nnone: no group structure; the 2-D basis describes the answer table, no circuit.")
     return 0
 
 

@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="mechgrok", description="Train, probe and report on grokking.")
     p.add_argument("--version", action="version", version=f"mechgrok {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    s = sub.add_parser("tasks", help="list the twelve Power et al. operations")
+    s = sub.add_parser("tasks", help="list the tasks (Power et al.'s twelve operations and x·y), their algebra and basis")
     s.set_defaults(func=cmd_tasks)
     s = sub.add_parser("presets", help="list the named training presets")
     s.set_defaults(func=cmd_presets)

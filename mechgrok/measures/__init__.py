@@ -10,6 +10,9 @@ Pure mathematics (NumPy float64), below the models and the probes (MEASURES.md Â
   span of an irrep's entries (:func:`basis`) and projectors onto sums of spans.
 * :mod:`~mechgrok.measures.metrics`: Chughtai et al.'s logit similarity (per rule ``xy``,
   ``xy^-1``, ``xyx^-1``, ``xyx``) and the fraction of variance in each irrep's span.
+* :mod:`~mechgrok.measures.taskgroups`: a task read as a group: :func:`task_group` builds the
+  group a task's algebra names (``Task.algebra``), :func:`group_tokens` and :func:`group_pairs`
+  map its elements and pairs to the task's tokens and rows (Z_p*'s pairs leave 0 out).
 
 Each module's docstring states its conventions (element order, composition order, names,
 normalisation) and why.
@@ -50,6 +53,7 @@ from mechgrok.measures.representations import (
     projector,
     span_dimension,
 )
+from mechgrok.measures.taskgroups import group_pairs, group_tokens, task_group
 from mechgrok.measures.young import (
     adjacent_transposition_matrices,
     hook_length_dimension,
@@ -74,6 +78,8 @@ __all__ = [
     "discrete_log_table",
     "find_irrep",
     "group",
+    "group_pairs",
+    "group_tokens",
     "hook_length_dimension",
     "inner_product",
     "irreps",
@@ -89,6 +95,7 @@ __all__ = [
     "span_dimension",
     "standard_tableaux",
     "symmetric",
+    "task_group",
     "trace_template",
     "variance_explained",
 ]

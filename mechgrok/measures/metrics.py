@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from mechgrok.algebra import GROUP_RULES
 from mechgrok.errors import ConfigError
 from mechgrok.measures.groups import Group
 from mechgrok.measures.groups import group as as_group
@@ -62,7 +63,7 @@ from mechgrok.measures.representations import Irrep, basis, find_irrep, irreps
 __all__ = ["KEY_IRREP_THRESHOLD", "RULES", "answer_table", "key_irreps", "logit_similarities",
            "logit_similarity", "trace_template", "variance_explained"]
 
-RULES = ("xy", "xy^-1", "xyx^-1", "xyx")
+RULES = GROUP_RULES  # one home: the rules a task's algebra may name (mechgrok.algebra)
 KEY_IRREP_THRESHOLD = 0.005  # Chughtai et al.: key irrep = logit similarity above this
 _CHUNK = 1 << 22  # float64 entries of a block of logits handled at once (32 MiB)
 

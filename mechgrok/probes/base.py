@@ -33,8 +33,8 @@ element ids, so nothing else is accepted.
 * ``"all_pairs"``: one hooked forward over every valid input, cached (``ctx.all_pairs()``);
 * ``"key_freqs"``: the key frequencies found on the run's final checkpoint
   (``ctx.run.final_key_frequencies()``);
-* ``"fourier"``: the task is ``add`` or ``sub`` mod p, where Fourier analysis over Z_p applies
-  (other tasks get "n/a" with the reason);
+* ``"fourier"``: the task is a rule in the cyclic group Z_p (its ``algebra``: ``add``, ``sub``),
+  where Fourier analysis over Z_p applies (other tasks get "n/a" with the reason);
 * ``"grad"``: the probe runs with autograd enabled (others run under ``torch.no_grad()``).
 """
 
@@ -49,6 +49,7 @@ import numpy as np
 
 from mechgrok.errors import MechgrokError
 from mechgrok.store.analysis import PROBE_NAME_RE, PROBE_NAME_RULE, is_probe_name
+from mechgrok.tasks import TASKS, Task, get_task
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -73,6 +74,7 @@ __all__ = [
     "RunContext",
     "as_probe",
     "check_output",
+    "fourier_op",
     "is_probe_name",
     "probe",
 ]
@@ -80,7 +82,18 @@ __all__ = [
 # What a probe's name may be (PROBE_NAME_RE, PROBE_NAME_RULE, is_probe_name) is defined with the
 # measures records it is written into (mechgrok.store.analysis) and re-exported here.
 KNOWN_NEEDS = frozenset({"all_pairs", "key_freqs", "fourier", "grad"})
-FOURIER_TASKS = {"add": "add", "sub": "sub"}
+_CYCLIC_OPS = {"xy": "add", "xy^-1": "sub"}  # a rule in Z_p, as the Fourier maths names it
+
+
+def fourier_op(task: Task) -> str | None:
+    """The operation over Z_p (``"add"`` or ``"sub"``) the Fourier probes compute for ``task``,
+    read from its algebra: a rule in the cyclic group Z_p; None for every other task."""
+    alg = task.algebra
+    return _CYCLIC_OPS.get(alg.rule) if alg.kind == "cyclic" else None
+
+
+#: the tasks Fourier analysis over Z_p reads, and their operation (derived from their algebra)
+FOURIER_TASKS = {name: op for name, t in TASKS.items() if (op := fourier_op(t)) is not None}
 
 
 class ProbeError(MechgrokError):
@@ -302,7 +315,7 @@ class RunContext:
 
     @property
     def op(self) -> str | None:
-        return FOURIER_TASKS.get(self.config.task.name)
+        return fourier_op(get_task(self.config.task.name))
 
     def z_p(self) -> tuple[int, str]:
         """The run's modulus p and its operation over Z_p (add or sub); any other task raises
@@ -315,18 +328,21 @@ class RunContext:
         return p, op
 
     def fourier_reason(self) -> str | None:
-        """None when Fourier analysis over Z_p applies to this run, else why not."""
-        name = self.config.task.name
-        if name in FOURIER_TASKS:
+        """None when Fourier analysis over Z_p applies to this run, else why not (from the
+        task's algebra)."""
+        task = get_task(self.config.task.name)
+        name, alg = task.name, task.algebra
+        if fourier_op(task) is not None:
             return None
-        if name in ("s5", "s5conj", "s5aba"):
+        if alg.kind == "symmetric":
             return (f"Fourier analysis over Z_p does not apply to {name} (a group of "
-                    f"permutations; its natural basis is S5's representations)")
-        if name == "div":
-            return ("Fourier analysis over Z_p does not apply to div directly (its natural basis "
-                    "is over the multiplicative group, via a discrete logarithm)")
-        return (f"Fourier analysis over Z_p applies to add and sub; {name} is not a group "
-                f"operation on Z_p")
+                    f"permutations; its natural basis is S{alg.degree}'s representations)")
+        if alg.kind == "multiplicative":
+            return (f"Fourier analysis over Z_p does not apply to {name} directly (a rule in "
+                    f"the multiplicative group Z_p*, whose natural basis is Fourier over "
+                    f"Z_{{p−1}} by a discrete logarithm; these probes do not compute it yet)")
+        return (f"Fourier analysis over Z_p applies to {' and '.join(FOURIER_TASKS)}; {name} is "
+                f"not a group operation on Z_p")
 
     def final_key_frequencies(self) -> dict[str, list[int]]:
         """Key frequencies found on the final checkpoint, by each rule (computed once)."""

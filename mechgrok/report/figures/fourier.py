@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from mechgrok.probes.base import fourier_op
 from mechgrok.report.data import MAX_HEATMAP_EPOCHS, RunData, finite
 from mechgrok.report.figures.base import (
     NoData,
@@ -18,6 +19,7 @@ from mechgrok.report.figures.base import (
     why_missing,
 )
 from mechgrok.report.figures.registry import figure
+from mechgrok.tasks import get_task
 
 __all__ = ["fourier_final", "fourier_heatmap", "neuron_clusters", "neuron_logit_map"]
 
@@ -90,7 +92,7 @@ def neuron_logit_map(run: Any) -> go.Figure:
     from mechgrok.probes import fourier
 
     d = run_data(run)
-    if d.config.task.name not in ("add", "sub"):
+    if fourier_op(get_task(d.config.task.name)) is None:
         raise NoData(f"the neuron-logit map in the Fourier basis applies to add and sub; "
                      f"run {d.id} is {d.config.task.name}")
     with torch.no_grad():

@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from mechgrok.probes.base import fourier_op
 from mechgrok.report.data import MAX_FRAMES, finite
 from mechgrok.report.figures.base import (
     TEMPLATE,
@@ -23,6 +24,7 @@ from mechgrok.report.figures.base import (
 )
 from mechgrok.report.figures.registry import figure
 from mechgrok.report.model_kinds import attention_layer, kind_view
+from mechgrok.tasks import get_task
 
 __all__ = ["attention_patterns", "clock_pizza_measures", "logit_sd_table", "pc_pairs",
            "pca_circle"]
@@ -136,7 +138,8 @@ def pca_circle(run: Any, max_frames: int = MAX_FRAMES, pairs: int = 3) -> go.Fig
         raise NoData(f"run {d.id} has no checkpoints yet")
     epochs, embs = d.embeddings(max_frames)
     n = embs[-1].shape[0]
-    fourier_p = d.config.task.p if d.config.task.name in ("add", "sub") else None
+    # pair PCs by frequency where the task is read by Fourier over Z_p (its algebra says so)
+    fourier_p = d.config.task.p if fourier_op(get_task(d.config.task.name)) else None
     comps, evr, chosen = pc_pairs(embs[-1], fourier_p, pairs)
     if not chosen:
         raise NoData(f"the embedding of run {d.id} has fewer than two dimensions")
