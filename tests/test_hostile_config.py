@@ -17,28 +17,13 @@ import pytest
 from mechgrok.config import RunConfig, preset, resolve_config
 from mechgrok.errors import ConfigError
 from mechgrok.resources import check_memory, estimate_memory, parse_size
-from tests.conftest import ROOT, assert_one_line_error, run_cli
+from tests.conftest import ROOT, assert_one_line_error, run_cli, tiny_sweep_toml
 
-TINY_SWEEP = """preset = "quick"
-[task]
-p = 11
-frac_train = 0.5
-[model]
-d_model = 16
-n_heads = 2
-d_head = 8
-d_mlp = 32
-[train]
-epochs = 20
-eval_every = 10
-checkpoint_every = 10
-dense_until = 0
-[sweep]
-name = "h"
-{sweep}
-[sweep.grid]
-{grid}
-"""
+
+def hostile_sweep(sweep: str, grid: str) -> str:
+    """A tiny sweep (20 epochs) with ``sweep`` as its [sweep] lines (probes included)."""
+    return tiny_sweep_toml(name="h", epochs=20, every=10, sweep_extra=sweep, grid=grid,
+                           probes=None)
 
 
 def nothing_created(out: Path) -> bool:
@@ -58,7 +43,7 @@ def train_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
 def sweep_cli(tmp_path: Path, sweep: str, grid: str, *args: str,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     f = tmp_path / "h.toml"
-    f.write_text(TINY_SWEEP.format(sweep=sweep, grid=grid))
+    f.write_text(hostile_sweep(sweep, grid))
     out = tmp_path / "out"
     proc = run_cli("sweep", str(f), "--out-dir", str(out), "--no-report", *args, cwd=tmp_path,
                    env=env, timeout=120)
@@ -266,7 +251,7 @@ def test_sweep_seed_count_is_not_materialised(tmp_path: Path) -> None:
     from mechgrok.sweep import expand, load_sweep_spec
 
     f = tmp_path / "h.toml"
-    f.write_text(TINY_SWEEP.format(sweep="seeds = 60000000", grid='"train.lr" = [0.001]'))
+    f.write_text(hostile_sweep("seeds = 60000000", '"train.lr" = [0.001]'))
     spec = load_sweep_spec(f)  # no list of 60 million seeds is built: the count is a range
     assert spec.n_runs == 60_000_000 and isinstance(spec.seeds, range)
     with pytest.raises(ConfigError, match="more than --max-runs"):

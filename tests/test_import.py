@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,14 @@ from mechgrok.analysis import analyze, measures_table
 from mechgrok.interop.transformer_lens import load_bridge
 from mechgrok.store import IMPORT_FILE, Run
 from mechgrok.training import train
-from tests.conftest import ROOT, assert_one_line_error, run_cli, tiny_config, tiny_mlp_config
+from tests.conftest import (
+    ROOT,
+    assert_one_line_error,
+    cli_here,
+    run_cli,
+    tiny_config,
+    tiny_mlp_config,
+)
 
 TL3 = ROOT / "tests" / "fixtures" / "tl3"
 MLP_MAPPING = ROOT / "examples" / "mlp_mapping.toml"
@@ -242,20 +250,22 @@ def _mlp_state(p: int = P, width: int = 32) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in OneHotMLP(p, width).state_dict().items()}
 
 
-def test_bad_sources_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+def test_bad_sources_are_one_line_and_write_nothing(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from safetensors.torch import save_file
 
     out = tmp_path / "runs"
     src = tmp_path / "src"
     src.mkdir()
 
-    def imp(source: Path, *extra: str) -> None:
-        r = run_cli("import", str(source), "--as", "bad", "--out-dir", str(out), *extra)
-        return r
+    def imp(source: Path, *extra: str, real: bool = False) -> subprocess.CompletedProcess:
+        """In this process; ``real``: in a real ``python -m mechgrok`` process."""
+        args = ("import", str(source), "--as", "bad", "--out-dir", str(out), *extra)
+        return run_cli(*args) if real else cli_here(capsys, *args)
 
     junk = src / "junk.bin"
     junk.write_bytes(os.urandom(256))
-    assert_one_line_error(imp(junk), "cannot tell")
+    assert_one_line_error(imp(junk, real=True), "cannot tell")
     assert_one_line_error(imp(tmp_path / "absent.pt"), "does not exist")
 
     mapping = ["--mapping", str(MLP_MAPPING), "--task", "add", "--p", str(P)]
@@ -292,7 +302,7 @@ def test_bad_sources_are_one_line_and_write_nothing(tmp_path: Path) -> None:
     _nothing_written(out)
     # and an existing run is never replaced without --overwrite
     assert imp(f, *mapping).returncode == 0
-    assert_one_line_error(imp(f, *mapping), "already exists", "--overwrite")
+    assert_one_line_error(imp(f, *mapping, real=True), "already exists", "--overwrite")
     assert imp(f, *mapping, "--overwrite").returncode == 0
 
 
@@ -399,7 +409,8 @@ def test_layernorm_gelu_model_with_unembed_bias(tmp_path: Path) -> None:
                                atol=2e-5, rtol=1e-5)
 
 
-def test_what_mechgrok_cannot_compute_is_refused(tmp_path: Path) -> None:
+def test_what_mechgrok_cannot_compute_is_refused(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     from safetensors.torch import load_file, save_file
 
     state = load_file(str(TL3 / "hooked_final.safetensors"))
@@ -407,15 +418,17 @@ def test_what_mechgrok_cannot_compute_is_refused(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
 
-    def imp(st: dict, c: dict, *extra: str):
+    def imp(st: dict, c: dict, *extra: str, real: bool = False) -> subprocess.CompletedProcess:
+        """In this process; ``real``: in a real ``python -m mechgrok`` process."""
         save_file(st, str(src / "m.safetensors"))
         (src / "m.json").write_text(json.dumps(c))
-        return run_cli("import", str(src / "m.safetensors"), "--as", "x", "--out-dir",
-                       str(tmp_path / "runs"), *extra)
+        args = ("import", str(src / "m.safetensors"), "--as", "x", "--out-dir",
+                str(tmp_path / "runs"), *extra)
+        return run_cli(*args) if real else cli_here(capsys, *args)
 
     biased = dict(state)
     biased["blocks.0.attn.b_Q"] = torch.ones_like(state["blocks.0.attn.b_Q"])
-    assert_one_line_error(imp(biased, cfg), "b_Q", "attention biases")
+    assert_one_line_error(imp(biased, cfg, real=True), "b_Q", "attention biases")
     assert_one_line_error(imp(state, {**cfg, "act_fn": "solu_ln"}), "solu_ln")
     assert_one_line_error(imp(state, {**cfg, "positional_embedding_type": "rotary"}), "rotary")
     assert_one_line_error(imp(state, cfg, "--task", "add", "--p", "29"), "23 classes")

@@ -33,7 +33,7 @@ import pytest
 
 from mechgrok.store import Run
 from mechgrok.sweep import RUNS_DIR, expand, load_sweep, load_sweep_spec
-from tests.conftest import ROOT, assert_one_line_error
+from tests.conftest import ROOT, assert_one_line_error, tiny_sweep_toml
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,29 +43,9 @@ pytestmark = [
 EPOCHS = 250
 EVERY = 25
 N_RUNS = 4
-SWEEP = f"""preset = "quick"
-[task]
-p = 11
-frac_train = 0.5
-[model]
-d_model = 16
-n_heads = 2
-d_head = 8
-d_mlp = 32
-[train]
-epochs = {EPOCHS}
-lr = 3e-3
-eval_every = {EVERY}
-checkpoint_every = {EVERY}
-dense_until = 0
-batch_size = 8
-[sweep]
-name = "cluster"
-probes = ["loss"]
-seeds = {N_RUNS // 2}
-[sweep.grid]
-"train.weight_decay" = [0.3, 1.0]
-"""
+SWEEP = tiny_sweep_toml(name="cluster", epochs=EPOCHS, every=EVERY,
+                        train_extra="batch_size = 8", sweep_extra=f"seeds = {N_RUNS // 2}",
+                        grid='"train.weight_decay" = [0.3, 1.0]')
 
 
 # --------------------------------------------------------------------------------------------

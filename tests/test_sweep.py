@@ -23,42 +23,7 @@ from mechgrok.sweep import (
     load_sweep_spec,
     run_sweep,
 )
-from tests.conftest import ROOT, assert_one_line_error, run_cli
-
-TINY = """preset = "quick"
-[task]
-p = 11
-frac_train = 0.5
-[model]
-d_model = 16
-n_heads = 2
-d_head = 8
-d_mlp = 32
-[train]
-epochs = {epochs}
-lr = 3e-3
-eval_every = {every}
-checkpoint_every = {every}
-dense_until = 0
-{extra}
-[sweep]
-name = "{name}"
-probes = {probes}
-{sweep_extra}
-[sweep.grid]
-{grid}
-"""
-
-GRID_2X2 = '"train.weight_decay" = [0.3, 1.0]\n"task.frac_train" = [0.5, 0.8]'
-
-
-def sweep_file(tmp_path: Path, *, name: str = "s", epochs: int = 60, every: int = 20,
-               extra: str = "", sweep_extra: str = "", grid: str = GRID_2X2,
-               probes: str = '["loss"]') -> Path:
-    f = tmp_path / f"{name}.toml"
-    f.write_text(TINY.format(name=name, epochs=epochs, every=every, extra=extra,
-                             sweep_extra=sweep_extra, grid=grid, probes=probes))
-    return f
+from tests.conftest import ROOT, assert_one_line_error, run_cli, sweep_file
 
 
 def assert_run_intact(path: Path, epochs: int) -> None:
@@ -208,23 +173,53 @@ def test_sweep_library_api_and_a_changed_grid_reuses_finished_runs(tmp_path: Pat
     assert_sweep_complete(tmp_path / "s", 2, 60)
 
 
-def _wait_for_training_pid(runs_dir: Path, timeout: float = 120) -> tuple[Path, int]:
-    """A run that is training and has written a checkpoint: (its dir, the training pid)."""
+def _training(run_dir: Path) -> int | None:
+    """The pid training ``run_dir`` if it is mid-run with two checkpoints written, else None."""
+    try:
+        man = json.loads((run_dir / "manifest.json").read_text())
+        pid = int((run_dir / "run.lock").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if man.get("status") == "running" and len(man.get("checkpoints", [])) >= 2 \
+        else None
+
+
+def _wait_for_training_pid(runs_dir: Path, timeout: float = 120, *,
+                           freeze: bool = False) -> tuple[Path, int]:
+    """A run that is training and has written two checkpoints: (its dir, the training pid).
+
+    ``freeze``: the training process is returned stopped (SIGSTOP) and seen mid-run *after* it
+    stopped, so a kill sent next lands mid-run however short the run and however loaded the
+    machine (a run that finished in between is let go and another one awaited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for d in sorted(runs_dir.glob("*")) if runs_dir.is_dir() else []:
-            try:
-                man = json.loads((d / "manifest.json").read_text())
-                pid = int((d / "run.lock").read_text().strip())
-            except (OSError, ValueError):
+            if (pid := _training(d)) is None:
                 continue
-            if man.get("status") == "running" and len(man.get("checkpoints", [])) >= 2:
+            if not freeze:
                 return d, pid
+            os.kill(pid, signal.SIGSTOP)
+            if _training(d) == pid:
+                return d, pid
+            os.kill(pid, signal.SIGCONT)
         time.sleep(0.05)
     raise AssertionError("no run started training in time")
 
 
-SLOW = dict(epochs=1500, every=100, extra="batch_size = 8")
+def _file_ids(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """Each listed checkpoint file → (inode, mtime): a checkpoint rewritten changes both."""
+    out = {}
+    for ck in json.loads((run_dir / "manifest.json").read_text()).get("checkpoints", []):
+        st = (run_dir / ck["file"]).stat()
+        out[ck["file"]] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
+# Runs that are killed mid-run: long enough (in wall time: minibatches of 8) that the test sees
+# one with two checkpoints written before it ends; _wait_for_training_pid(freeze=True) makes
+# the kill land mid-run however long the rest of the run would have taken.
+SLOW_EPOCHS = 300
+SLOW = dict(epochs=SLOW_EPOCHS, every=25, train_extra="batch_size = 8")
 
 
 def test_killed_worker_is_replaced_and_its_run_resumed(tmp_path: Path) -> None:
@@ -234,8 +229,9 @@ def test_killed_worker_is_replaced_and_its_run_resumed(tmp_path: Path) -> None:
                              "--out-dir", str(out), "--no-report"], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        victim, pid = _wait_for_training_pid(out / "s" / RUNS_DIR)
+        victim, pid = _wait_for_training_pid(out / "s" / RUNS_DIR, freeze=True)
         assert pid != proc.pid
+        kept = _file_ids(victim)
         os.kill(pid, signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=600)
     finally:
@@ -243,7 +239,8 @@ def test_killed_worker_is_replaced_and_its_run_resumed(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 0, stderr
     assert "4 trained now, 0 already done, 0 failed" in stdout
-    assert_sweep_complete(out / "s", 4, 1500)
+    assert_sweep_complete(out / "s", 4, SLOW_EPOCHS)
+    assert _file_ids(victim).items() >= kept.items()  # resumed, not trained again from scratch
     again = run_cli("sweep", str(f), "--out-dir", str(out), "--no-report")
     assert again.returncode == 0 and "4 already done" in again.stdout, again.stderr
 
@@ -267,7 +264,7 @@ def test_sweep_killed_mid_run_then_relaunched_completes(tmp_path: Path) -> None:
     again = run_cli("sweep", str(f), "--workers", "2", "--out-dir", str(out), "--no-report",
                     timeout=600)
     assert again.returncode == 0, again.stderr
-    assert_sweep_complete(out / "s", 4, 1500)
+    assert_sweep_complete(out / "s", 4, SLOW_EPOCHS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +281,7 @@ def test_ray_sweep_survives_a_killed_worker(tmp_path: Path) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
-        victim, pid = _wait_for_training_pid(out / "s" / RUNS_DIR, timeout=240)
+        victim, pid = _wait_for_training_pid(out / "s" / RUNS_DIR, timeout=240, freeze=True)
         os.kill(pid, signal.SIGKILL)  # a Ray worker process, mid-run
         stdout, stderr = proc.communicate(timeout=600)
     finally:
@@ -292,7 +289,7 @@ def test_ray_sweep_survives_a_killed_worker(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, stderr
     assert "4 trained now, 0 already done, 0 failed" in stdout, stdout
-    assert_sweep_complete(out / "s", 4, 1500)
+    assert_sweep_complete(out / "s", 4, SLOW_EPOCHS)
     assert (tmp_path / "rep" / "sweep-s.html").is_file()
 
 
@@ -373,7 +370,7 @@ def test_vmap_seeds_sweep_matches_separate_runs(tmp_path: Path) -> None:
     from mechgrok.sweep import plan_jobs as _jobs
 
     f = sweep_file(tmp_path, grid='"train.weight_decay" = [0.3, 1.0]', sweep_extra="seeds = 3",
-                   extra='model_dtype = "float64"')
+                   train_extra='model_dtype = "float64"')
     pts = expand(load_sweep_spec(f))
     jobs = _jobs(pts, tmp_path, None, False, 3)
     assert len(jobs) == 2 and all(j["vmap"] and len(j["runs"]) == 3 for j in jobs)
