@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -81,6 +82,16 @@ def sweep_file(folder: Path, *, name: str = "s", **kw: Any) -> Path:
     f = folder / f"{name}.toml"
     f.write_text(tiny_sweep_toml(name=name, **kw))
     return f
+
+
+def checkpoint_file_ids(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """Each checkpoint file the manifest lists → (inode, mtime): a checkpoint rewritten changes
+    both, so a run that resumed keeps these for its earlier checkpoints."""
+    out = {}
+    for ck in json.loads((run_dir / "manifest.json").read_text()).get("checkpoints", []):
+        st = (run_dir / ck["file"]).stat()
+        out[ck["file"]] = (st.st_ino, st.st_mtime_ns)
+    return out
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,

@@ -33,7 +33,7 @@ import pytest
 
 from mechgrok.store import Run
 from mechgrok.sweep import RUNS_DIR, expand, load_sweep, load_sweep_spec
-from tests.conftest import ROOT, assert_one_line_error, tiny_sweep_toml
+from tests.conftest import ROOT, assert_one_line_error, checkpoint_file_ids, tiny_sweep_toml
 
 pytestmark = [
     pytest.mark.slow,
@@ -316,15 +316,6 @@ def _training_on(node_pids: set[int], runs_dir: Path) -> tuple[Path, int] | None
     return None
 
 
-def _file_ids(run_dir: Path) -> dict[str, tuple[int, int]]:
-    """Each listed checkpoint file → (inode, mtime): a checkpoint rewritten changes both."""
-    out = {}
-    for ck in json.loads((run_dir / "manifest.json").read_text()).get("checkpoints", []):
-        st = (run_dir / ck["file"]).stat()
-        out[ck["file"]] = (st.st_ino, st.st_mtime_ns)
-    return out
-
-
 def assert_sweep_intact(sweep_dir: Path, run_ids: list[str]) -> None:
     """Every run done, once: final status, every checkpoint's SHA-256 verified and loaded,
     metrics without a repeated epoch up to the end, the analysis written."""
@@ -382,7 +373,7 @@ def test_sweep_on_a_two_node_cluster_survives_losing_a_node(cluster: Cluster, tm
 
         victim_dir, victim_pid = _poll("a run training on the worker node", victim, 240)
         assert _ppid(victim_pid) == raylet  # a Ray worker process of the worker node's raylet
-        kept = _file_ids(victim_dir)
+        kept = checkpoint_file_ids(victim_dir)
         timings["worker node killed"] = time.monotonic() - t0
         cluster.kill("worker")  # returns once every process of the node is gone
         assert not _alive(raylet) and not _alive(victim_pid)
@@ -411,7 +402,7 @@ def test_sweep_on_a_two_node_cluster_survives_losing_a_node(cluster: Cluster, tm
         assert "node" in states[victim_dir.name]["error"], states[victim_dir.name]
         assert Run(victim_dir).status == "running"
     n_failed = sum(r["state"] != "done" for r in states.values())
-    assert _file_ids(victim_dir).items() >= kept.items()
+    assert checkpoint_file_ids(victim_dir).items() >= kept.items()
 
     # the worker node comes back (a restarted machine rejoining), and the same command again
     cluster.start("worker2")
@@ -424,6 +415,6 @@ def test_sweep_on_a_two_node_cluster_survives_losing_a_node(cluster: Cluster, tm
             f"0 failed") in again.stdout, again.stdout
     assert_sweep_intact(out / "cluster", run_ids)
     # the killed run was resumed from its checkpoints, not trained again from scratch
-    assert _file_ids(victim_dir).items() >= kept.items()
+    assert checkpoint_file_ids(victim_dir).items() >= kept.items()
     print(f"--retries {retries}: seconds since start:",
           {k: round(v, 1) for k, v in timings.items()})

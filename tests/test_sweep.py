@@ -23,7 +23,7 @@ from mechgrok.sweep import (
     load_sweep_spec,
     run_sweep,
 )
-from tests.conftest import ROOT, assert_one_line_error, run_cli, sweep_file
+from tests.conftest import ROOT, assert_one_line_error, checkpoint_file_ids, run_cli, sweep_file
 
 
 def assert_run_intact(path: Path, epochs: int) -> None:
@@ -206,15 +206,6 @@ def _wait_for_training_pid(runs_dir: Path, timeout: float = 120, *,
     raise AssertionError("no run started training in time")
 
 
-def _file_ids(run_dir: Path) -> dict[str, tuple[int, int]]:
-    """Each listed checkpoint file → (inode, mtime): a checkpoint rewritten changes both."""
-    out = {}
-    for ck in json.loads((run_dir / "manifest.json").read_text()).get("checkpoints", []):
-        st = (run_dir / ck["file"]).stat()
-        out[ck["file"]] = (st.st_ino, st.st_mtime_ns)
-    return out
-
-
 # Runs that are killed mid-run: long enough (in wall time: minibatches of 8) that the test sees
 # one with two checkpoints written before it ends; _wait_for_training_pid(freeze=True) makes
 # the kill land mid-run however long the rest of the run would have taken.
@@ -231,7 +222,7 @@ def test_killed_worker_is_replaced_and_its_run_resumed(tmp_path: Path) -> None:
     try:
         victim, pid = _wait_for_training_pid(out / "s" / RUNS_DIR, freeze=True)
         assert pid != proc.pid
-        kept = _file_ids(victim)
+        kept = checkpoint_file_ids(victim)
         os.kill(pid, signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=600)
     finally:
@@ -240,7 +231,7 @@ def test_killed_worker_is_replaced_and_its_run_resumed(tmp_path: Path) -> None:
     assert proc.returncode == 0, stderr
     assert "4 trained now, 0 already done, 0 failed" in stdout
     assert_sweep_complete(out / "s", 4, SLOW_EPOCHS)
-    assert _file_ids(victim).items() >= kept.items()  # resumed, not trained again from scratch
+    assert checkpoint_file_ids(victim).items() >= kept.items()  # resumed, not trained again from scratch
     again = run_cli("sweep", str(f), "--out-dir", str(out), "--no-report")
     assert again.returncode == 0 and "4 already done" in again.stdout, again.stderr
 
