@@ -3,9 +3,12 @@
 Targets: ≤ 90 s for 250 checkpoints on a 2-core CPU, each checkpoint's all-pairs forward computed
 once and shared by the probes that need it (issue: probes); ≤ 60 s with ``--workers`` (issue:
 scale), timed for 1 and 2 workers in this one run, whose measures tables must be byte-identical.
+Issue 13 (every task in its own algebra): the probes it added (``irreps``, ``spectrum2d``) add at
+most 30 % to a nanda run's analysis; with ``--preset s5`` (an S5 run, 14,400 pairs) 250
+checkpoints take at most 3 minutes.
 
-By default it trains a short run with the ``nanda`` preset's shapes (add mod 113, 30 %, one-layer
-transformer d_model 128, d_mlp 512), ``--epochs`` epochs with a checkpoint every
+By default it trains a short run with the ``--preset``'s shapes (``nanda`` by default ; add mod 113,
+30 %, one-layer transformer d_model 128, d_mlp 512), ``--epochs`` epochs with a checkpoint every
 ``--checkpoint-every`` epochs (default 500 × 2 → 251 checkpoints), unless ``--run DIR`` names an
 existing run. Then it times, in this one process:
 
@@ -14,7 +17,8 @@ existing run. Then it times, in this one process:
 * the same per probe alone (``--per-probe``, on by default; each with ``force=True``), so the
   shared forward's cost shows up in every probe that needs it — the difference between the sum
   of these and the all-probes time is what sharing saves;
-* the same without the clock/pizza probes, so their share shows (target: ≤ 30 % more);
+* the same without the clock/pizza probes, and without issue 13's probes, so each share shows
+  (target: ≤ 30 % more each);
 * a re-run with nothing to do (the incremental path).
 
 Reported: seconds, seconds per checkpoint, the projection to 250 checkpoints, and the number of
@@ -61,6 +65,8 @@ def count_forwards() -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", help="an existing run directory to analyse (default: train one)")
+    ap.add_argument("--preset", default="nanda", help="the preset whose shapes are trained "
+                    "(default nanda; s5 for issue 13's S5 target)")
     ap.add_argument("--epochs", type=int, default=500)
     ap.add_argument("--checkpoint-every", type=int, default=2)
     ap.add_argument("--no-per-probe", dest="per_probe", action="store_false")
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(args.run, run_path, ignore=shutil.ignore_patterns("analysis"))
             train_s = None
         else:
-            cfg = resolve_config("nanda", overrides={
+            cfg = resolve_config(args.preset, overrides={
                 "train.epochs": args.epochs, "train.checkpoint_every": args.checkpoint_every,
                 "train.dense_until": 0, "train.eval_every": args.checkpoint_every})
             run_path = tmp / "run"
@@ -109,15 +115,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"one worker: {forwards} all-pairs forwards for {n_ck} checkpoints; fastest: "
               f"{best:.1f} s, {best / n_ck * 250:.1f} s projected for 250 (target ≤ 60 s); "
               f"speed-up {all_s / best:.2f}×")
-        # the same without the clock/pizza probes (issue: they may add at most 30 %)
+        # the same without the clock/pizza probes, and without issue 13's (each may add ≤ 30 %)
         from mechgrok.probes.clockpizza import CLOCKPIZZA_PROBES
 
-        base_probes = [n for n in registry() if n not in {p.name for p in CLOCKPIZZA_PROBES}]
-        t = time.perf_counter()
-        analyze(run, base_probes, force=True, progress=False)
-        base_s = time.perf_counter() - t
-        print(f"analyze without the clock/pizza probes ({len(base_probes)} probes): {base_s:.1f} s; "
-              f"clock/pizza adds {100 * (all_s / base_s - 1):.0f} % (target ≤ 30 %)")
+        groups = {"clock/pizza": {p.name for p in CLOCKPIZZA_PROBES},
+                  "issue 13's probes": {"irreps", "spectrum2d"}}
+        without: dict[str, float] = {}
+        for label, names in groups.items():
+            base_probes = [n for n in registry() if n not in names]
+            t = time.perf_counter()
+            analyze(run, base_probes, force=True, progress=False)
+            without[label] = time.perf_counter() - t
+            print(f"analyze without {label} ({len(base_probes)} probes): {without[label]:.1f} s; "
+                  f"{label} add {100 * (all_s / without[label] - 1):.0f} % (target ≤ 30 %)")
+        base_s = without["clock/pizza"]
         t = time.perf_counter()
         again = analyze(run, progress=False)
         rerun_s = time.perf_counter() - t
@@ -129,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 analyze(run, [name], force=True, progress=False)
                 per_probe[name] = time.perf_counter() - t
                 print(f"  {name:<14} alone: {per_probe[name]:.1f} s")
+        if args.preset == "s5":
+            print(f"S5: {all_s / n_ck * 250:.1f} s projected for 250 checkpoints, one worker "
+                  f"(target ≤ 180 s): {'met' if all_s / n_ck * 250 <= 180 else 'NOT met'}")
         projected = all_s / n_ck * 250
         out: dict[str, Any] = {
             "benchmark": "analyze_throughput", "torch": torch.__version__,
@@ -141,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             "seconds_without_clockpizza": base_s,
             "projected_seconds_250_without_clockpizza": base_s / n_ck * 250,
             "clockpizza_overhead": all_s / base_s - 1,
+            "issue13_probes_overhead": all_s / without["issue 13's probes"] - 1,
+            "preset": args.preset,
             "sum_of_per_probe_seconds": sum(per_probe.values()) if per_probe else None,
             "train_seconds": train_s, "load_average_start": load0,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -23,9 +23,10 @@ The kinds (:data:`ALGEBRA_KINDS`) and how mechgrok reads each:
   p − 1 non-zero classes. Analyses in the group's basis restrict to those pairs and classes;
   the pairs with a zero operand (answer 0, whatever the other operand) are read apart: no circuit
   in Z_p* computes them.
-* ``"symmetric"``: the symmetric group S_n (n = ``degree``; 5 for the S5 tasks), rules ``"xy"``
-  (``s5``), ``"xyx^-1"`` (``s5conj``), ``"xyx"`` (``s5aba``). Read in S5's irreducible
-  representations.
+* ``"symmetric"``: the symmetric group S_n, rules ``"xy"`` (``s5``), ``"xyx^-1"`` (``s5conj``),
+  ``"xyx"`` (``s5aba``). Read in S_n's irreducible representations. The degree n is a task
+  parameter (``TaskConfig.degree``, 3 … 6); a task's own ``Algebra`` holds the default, 5 (the
+  S5 of Power et al., whose name the tasks keep), and :meth:`Algebra.with_degree` gives a run's.
 * ``"none"``: no group structure is claimed (``cond``, ``quad1``–``quad3``, ``cube1``,
   ``cube2``). Such a task is read in the 2-D Fourier basis of Z_p × Z_p (products of the 1-D
   bases over x and y), which describes the answer table but claims no circuit.
@@ -37,7 +38,7 @@ x · y · x (the order of :data:`mechgrok.measures.RULES`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["ALGEBRA_KINDS", "GROUP_RULES", "Algebra"]
 
@@ -56,7 +57,8 @@ _BASES = {"cyclic": "Fourier over Z_p",
 class Algebra:
     """A task's group structure: ``kind`` (one of :data:`ALGEBRA_KINDS`), the ``rule`` it
     computes in that group (one of :data:`GROUP_RULES`; ``""`` for ``"none"``), the ``degree`` n
-    of S_n for ``"symmetric"`` (None otherwise: the group's parameter is the task's modulus p),
+    of S_n for ``"symmetric"`` (None otherwise: the group's parameter is the task's modulus p;
+    a task's own algebra holds the default degree, a run's comes from :meth:`with_degree`),
     and ``zero``: how the element 0, outside Z_p*, is handled (``"multiplicative"`` only)."""
 
     kind: str
@@ -88,3 +90,10 @@ class Algebra:
     def basis(self) -> str:
         """The basis mechgrok reads the task in, in words (``"Fourier over Z_p"`` …)."""
         return _BASES[self.kind].replace("{n}", str(self.degree))
+
+    def with_degree(self, degree: int | None) -> Algebra:
+        """This algebra in S_n for n = ``degree``: a symmetric algebra with that degree (None
+        keeps its own, the default); any other kind is returned as it is (it has no degree)."""
+        if self.kind != "symmetric" or degree is None or degree == self.degree:
+            return self
+        return replace(self, degree=degree)

@@ -155,8 +155,8 @@ def available_memory() -> tuple[int | None, str]:
 # Counting
 # --------------------------------------------------------------------------------------------
 def _n_elements(cfg: Any) -> int:
-    """p, or 120 for the S5 tasks (no torch, no numpy)."""
-    return int(cfg.task.p) if cfg.task.p is not None else 120
+    """p, or n! for S_n (120 for S5): the task config's count (no torch)."""
+    return int(cfg.task.n)
 
 
 def _transformer_counts(m: Any, n: int) -> dict[str, int]:
@@ -358,9 +358,8 @@ def _way_forward(cfg: Any, est: dict[str, int], room: int, analysis: bool, n_mod
                     "--no-analyze`): the probes run over all pairs at once")
     if largest != _RUNTIME:
         big_model = largest == _PERSISTENT or est["params"] * 8 > room
-        tips.append(f"use a smaller {'model' if big_model else 'task.p'}"
-                    f"{' or task.p' if big_model and cfg.task.p is not None else ''}"
-                    if cfg.task.p is not None or big_model else "use a smaller model")
+        size = "task.p" if cfg.task.p is not None else "task.degree"  # S_n: the degree n
+        tips.append(f"use a smaller {'model or ' + size if big_model else size}")
         if cfg.train.grokfast == "ma" and est["grokfast"] > room / 4:
             tips.append("a shorter train.grokfast_window")
         if n_models > 1:

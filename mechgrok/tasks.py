@@ -1,12 +1,14 @@
 """The twelve binary operations of Power et al. (2022) and ``mul``, their datasets and the split.
 
-Every task maps a pair (x, y) of *elements* to one *answer*, both integers in ``range(n)``:
-residues mod p for the ten modular tasks, permutations of five elements (n = 120) for the three
-S5 tasks. Sequence models see the tokens ``[x, y, =]`` where ``=`` is token ``n``; the answer is
-one of ``n`` classes. ``mul`` (x · y mod p) is not in Power et al.'s list (they have x / y) but
-is the multiplication later papers study. Each task carries its group structure as data
-(``Task.algebra``, a :class:`mechgrok.algebra.Algebra`: which group, which rule in it, and how
-the element 0 is handled for ``mul`` and ``div``); nothing in mechgrok tests a task's name.
+Every task maps a pair (x, y) of *elements* to one *answer*, both integers in ``range(N)``:
+residues mod p (N = p) for the ten modular tasks, permutations for the three symmetric tasks
+``s5``, ``s5conj`` and ``s5aba``: S_n for a ``degree`` n from 3 to 6 (N = n!; n = 5, Power et
+al.'s S5, when none is given). :meth:`Task.size` is that one parameter, p or n. Sequence models
+see the tokens ``[x, y, =]`` where ``=`` is token ``N``; the answer is one of ``N`` classes.
+``mul`` (x · y mod p) is not in Power et al.'s list (they have x / y) but is the multiplication
+later papers study. Each task carries its group structure as data (``Task.algebra``, a
+:class:`mechgrok.algebra.Algebra`: which group, which rule in it, how the element 0 is handled
+for ``mul`` and ``div``); nothing in mechgrok tests a task's name.
 
 Conventions mechgrok chooses (see ``../shared/MEASURES.md`` §1):
 
@@ -14,12 +16,13 @@ Conventions mechgrok chooses (see ``../shared/MEASURES.md`` §1):
   division, and needs a prime p. ``cond`` (x / y if y is odd, else x − y) needs a prime p too,
   and so does ``mul``, read in the multiplicative group Z_p*. ``mul`` takes all p² pairs: x · 0
   = 0 · y = 0.
-* **S5** elements are the permutations of ``(0, 1, 2, 3, 4)`` in lexicographic order, so element
-  0 is the identity. A permutation ``a`` is the map ``i ↦ a[i]``. The product ``x · y`` applies
-  ``y`` first, then ``x``: ``(x · y)[i] = x[y[i]]``.
+* **S_n** elements are the permutations of ``(0, 1, …, n − 1)`` in lexicographic order, so
+  element 0 is the identity. A permutation ``a`` is the map ``i ↦ a[i]``. The product ``x · y``
+  applies ``y`` first, then ``x``: ``(x · y)[i] = x[y[i]]``. These are the tables of
+  :func:`mechgrok.measures.symmetric` (tested), and for n = 5 those S5 always had.
 * **The split** shuffles all valid pairs (in row-major order of (x, y)) with a permutation that
   depends only on the seed, computed from the SplitMix64 hash in integer arithmetic, so it is the
-  same on every machine and with every version of NumPy or PyTorch. The first ⌊frac·N⌋ pairs train,
+  same on every machine and with every version of NumPy or PyTorch. The first ⌊frac·#pairs⌋ train,
   the rest test. The split is also stored with each run.
 """
 
@@ -38,74 +41,94 @@ from mechgrok.algebra import Algebra
 from mechgrok.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_DEGREE",
     "N_CTX",
+    "SYMMETRIC_DEGREES",
     "TASKS",
     "Task",
     "TaskData",
+    "check_degree",
     "checked_split",
     "get_task",
     "is_prime",
     "make_dataset",
+    "permutation_tables",
     "s5_elements",
     "s5_tables",
     "split_permutation",
+    "symmetric_elements",
+    "symmetric_tables",
     "token_triples",
 ]
 
-S5_ORDER = 120
 MAX_MODULUS = 4096
+#: the degrees n of S_n a symmetric task takes (``TaskConfig.degree``; S7: 25 million pairs)
+SYMMETRIC_DEGREES = (3, 4, 5, 6)
+#: the degree of the symmetric tasks when none is given: Power et al.'s S5, whose name they keep
+DEFAULT_DEGREE = 5
 
 
 def is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    if n % 2 == 0:
+    if n < 2 or n % 2 == 0:
         return n == 2
     return all(n % d for d in range(3, math.isqrt(n) + 1, 2))
 
 
-# --------------------------------------------------------------------------------------------
-# S5
-# --------------------------------------------------------------------------------------------
-@cache
-def s5_elements() -> np.ndarray:
-    """The 120 permutations of range(5), lexicographic; row ``i`` is element ``i``. (120, 5)"""
-    return np.array(list(itertools.permutations(range(5))), dtype=np.int64)
+# --- S_n -------------------------------------------------------------------------------------
+def check_degree(degree: object, what: str = "the degree n of S_n") -> int:
+    """``degree`` as an int if it is one of :data:`SYMMETRIC_DEGREES`, else a one-line
+    :class:`ConfigError` starting with ``what``."""
+    if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) \
+            or int(degree) not in SYMMETRIC_DEGREES:
+        top = max(SYMMETRIC_DEGREES)
+        raise ConfigError(f"{what} must be an integer from {min(SYMMETRIC_DEGREES)} to {top} "
+                          f"(S_n has n! elements: S{top} {math.factorial(top)}, "
+                          f"{math.factorial(top) ** 2:,} pairs), got {degree!r}")
+    return int(degree)
 
 
 @cache
-def _s5_index() -> dict[tuple[int, ...], int]:
-    return {tuple(int(v) for v in row): i for i, row in enumerate(s5_elements())}
+def permutation_tables(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """S_n for any n ≥ 1, the one home of its tables (``measures.symmetric`` reads them too):
+    (elements ``(n!, n)``, the permutations of range(n) in lexicographic order; ``prod[x, y] =
+    x · y``, applying y first, ``(x · y)[i] = x[y[i]]``; ``inv[x]``), as element indices,
+    read-only. :func:`symmetric_tables` checks a task's degree first."""
+    el = np.array(list(itertools.permutations(range(n))), dtype=np.int64).reshape(-1, n)
+    order = len(el)
+    composed = el[np.arange(order)[:, None, None], el[None, :, :]]  # (x · y)[i] = x[y[i]]
+    weights = n ** np.arange(n - 1, -1, -1, dtype=np.int64)  # a permutation's code in base n
+    index = np.full(n**n, -1, dtype=np.int64)  # code → element index
+    index[el @ weights] = np.arange(order)
+    prod, inv = index[composed @ weights], index[np.argsort(el, axis=1) @ weights]  # a⁻¹[a[i]] = i
+    for a in (el, prod, inv):
+        a.setflags(write=False)
+    return el, prod, inv
 
 
-def _s5_lookup(perms: np.ndarray) -> np.ndarray:
-    """Element indices of permutations given as rows of a (..., 5) array."""
-    # Encode each permutation in base 5 and look it up in a dense table of 5**5 entries.
-    code_of = np.full(5**5, -1, dtype=np.int64)
-    weights = 5 ** np.arange(4, -1, -1)
-    code_of[s5_elements() @ weights] = np.arange(S5_ORDER)
-    return code_of[perms @ weights]
+def symmetric_elements(degree: int = DEFAULT_DEGREE) -> np.ndarray:
+    """The n! permutations of range(n), n = ``degree``, lexicographic; row ``i`` is element
+    ``i``. Read-only (n!, n)"""
+    return permutation_tables(check_degree(degree))[0]
 
 
-@cache
-def s5_tables() -> tuple[np.ndarray, np.ndarray]:
-    """(product table ``prod[x, y] = x · y``, inverse table ``inv[x]``), both as element indices."""
-    el = s5_elements()
-    # (x · y)[i] = x[y[i]]: gather x's entries at positions y[i].
-    composed = np.take_along_axis(
-        np.broadcast_to(el[:, None, :], (S5_ORDER, S5_ORDER, 5)),
-        np.broadcast_to(el[None, :, :], (S5_ORDER, S5_ORDER, 5)),
-        axis=2,
-    )
-    prod = _s5_lookup(composed)
-    inv_perm = np.argsort(el, axis=1)  # a⁻¹[a[i]] = i
-    inv = _s5_lookup(inv_perm)
+def symmetric_tables(degree: int = DEFAULT_DEGREE) -> tuple[np.ndarray, np.ndarray]:
+    """S_n's (product table ``prod[x, y] = x · y``, inverse table ``inv[x]``), both as element
+    indices of :func:`symmetric_elements`, n = ``degree``; read-only."""
+    _, prod, inv = permutation_tables(check_degree(degree))
     return prod, inv
 
 
-# --------------------------------------------------------------------------------------------
-# Task registry
-# --------------------------------------------------------------------------------------------
+def s5_elements() -> np.ndarray:
+    """The 120 permutations of range(5) (:func:`symmetric_elements` of degree 5). (120, 5)"""
+    return symmetric_elements(5)
+
+
+def s5_tables() -> tuple[np.ndarray, np.ndarray]:
+    """S5's (product, inverse) tables: :func:`symmetric_tables` of degree 5."""
+    return symmetric_tables(5)
+
+
+# --- Task registry ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Task:
     """One binary operation: its rule, domain, group structure (``algebra``; see
@@ -114,18 +137,41 @@ class Task:
     name: str
     rule: str
     domain: str
-    modular: bool  # True: elements are residues mod p; False: S5 permutations
+    modular: bool  # True: elements are residues mod p; False: permutations, elements of S_n
     needs_prime: bool
-    algebra: Algebra
-    _answer: Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+    algebra: Algebra  # a symmetric task's has the default degree (Algebra.with_degree)
+    _answer: Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (x, y, size(p, degree))
     _valid_y: Callable[[np.ndarray, int], np.ndarray] | None = None
     prime_why: str = "divides by y, which needs a prime modulus so that every y ≠ 0 has an inverse"
 
-    def n_elements(self, p: int | None) -> int:
-        """How many distinct inputs and answers the task has (p, or 120 for S5)."""
-        return int(p) if self.modular else S5_ORDER  # type: ignore[arg-type]
+    def degree_of(self, degree: int | None) -> int | None:
+        """The degree n of S_n of a symmetric task (``degree``, checked; None means
+        :data:`DEFAULT_DEGREE`); None for a modular task, which refuses any degree."""
+        if self.modular:
+            if degree is not None:
+                sym = ", ".join(t.name for t in TASKS.values() if not t.modular)
+                raise ConfigError(f"task {self.name!r} has no degree (the degree n of S_n is for "
+                                  f"the symmetric tasks {sym}); its size is the modulus p, got "
+                                  f"degree {degree!r}")
+            return None
+        return DEFAULT_DEGREE if degree is None else check_degree(
+            degree, f"task {self.name!r}: the degree n of S_n")
 
-    def validate_modulus(self, p: int | None) -> None:
+    def size(self, p: int | None, degree: int | None = None) -> int:
+        """The one parameter the task's elements are counted by: the modulus p of a modular
+        task, the degree n of S_n of a symmetric one (``degree``; None: 5; ``p`` is ignored)."""
+        d = self.degree_of(degree)
+        return int(p) if d is None else d  # type: ignore[arg-type]
+
+    def n_elements(self, p: int | None, degree: int | None = None) -> int:
+        """How many distinct inputs and answers the task has: p, or n! for S_n (120 for S5)."""
+        size = self.size(p, degree)
+        return size if self.modular else math.factorial(size)
+
+    def validate_modulus(self, p: int | None, degree: int | None = None) -> None:
+        """Check the task's size: the modulus ``p`` of a modular task (which takes no
+        ``degree``), the ``degree`` of a symmetric one (which ignores ``p``)."""
+        self.degree_of(degree)
         if not self.modular:
             return
         if p is None or isinstance(p, bool) or not isinstance(p, int):
@@ -133,18 +179,15 @@ class Task:
         if p < 2:
             raise ConfigError(f"task {self.name!r}: modulus p must be at least 2, got {p}")
         if p > MAX_MODULUS:
-            raise ConfigError(
-                f"task {self.name!r}: modulus p = {p} gives {p * p:,} pairs; mechgrok allows "
-                f"p ≤ {MAX_MODULUS}"
-            )
+            raise ConfigError(f"task {self.name!r}: modulus p = {p} gives {p * p:,} pairs; "
+                              f"mechgrok allows p ≤ {MAX_MODULUS}")
         if self.needs_prime and not is_prime(p):
-            raise ConfigError(
-                f"task {self.name!r} {self.prime_why}; p = {p} is not prime (try 97 or 113)"
-            )
+            raise ConfigError(f"task {self.name!r} {self.prime_why}; p = {p} is not prime (try "
+                              f"97 or 113)")
 
-    def pairs(self, p: int | None) -> np.ndarray:
+    def pairs(self, p: int | None, degree: int | None = None) -> np.ndarray:
         """All valid (x, y) pairs in row-major order. (N, 2) int64"""
-        n = self.n_elements(p)
+        n = self.n_elements(p, degree)
         grid_x, grid_y = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
         x, y = grid_x.ravel(), grid_y.ravel()
         if self._valid_y is not None:
@@ -152,9 +195,11 @@ class Task:
             x, y = x[keep], y[keep]
         return np.stack([x, y], axis=1).astype(np.int64)
 
-    def answer(self, x: np.ndarray, y: np.ndarray, p: int | None) -> np.ndarray:
+    def answer(self, x: np.ndarray, y: np.ndarray, p: int | None,
+               degree: int | None = None) -> np.ndarray:
         """x ∘ y for arrays of elements (the label)."""
-        return self._answer(np.asarray(x, np.int64), np.asarray(y, np.int64), self.n_elements(p))
+        return self._answer(np.asarray(x, np.int64), np.asarray(y, np.int64),
+                            self.size(p, degree))
 
 
 def _mod_inverse(y: np.ndarray, p: int) -> np.ndarray:
@@ -174,19 +219,12 @@ def _cond(x: np.ndarray, y: np.ndarray, p: int) -> np.ndarray:
     return np.where(odd, (x * _mod_inverse(np.where(odd, y, 1), p)) % p, (x - y) % p)
 
 
-def _s5(x: np.ndarray, y: np.ndarray, _n: int) -> np.ndarray:
-    prod, _ = s5_tables()
-    return prod[x, y]
-
-
-def _s5conj(x: np.ndarray, y: np.ndarray, _n: int) -> np.ndarray:
-    prod, inv = s5_tables()
-    return prod[prod[x, y], inv[x]]
-
-
-def _s5aba(x: np.ndarray, y: np.ndarray, _n: int) -> np.ndarray:
-    prod, _ = s5_tables()
-    return prod[prod[x, y], x]
+def _in_sn(rule: str) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    """The answers of ``rule`` (x · y, x · y · x⁻¹ or x · y · x) in S_n, n the third argument."""
+    def answer(x: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
+        prod, inv = symmetric_tables(degree)
+        return prod[x, y] if rule == "xy" else prod[prod[x, y], inv[x] if rule == "xyx^-1" else x]
+    return answer
 
 
 def _nonzero_y(y: np.ndarray, _n: int) -> np.ndarray:
@@ -194,14 +232,15 @@ def _nonzero_y(y: np.ndarray, _n: int) -> np.ndarray:
 
 
 _MOD = "0 ≤ x, y < p"
-_S5 = "S5 × S5 (120 × 120)"
+_SN = "S_n × S_n (n! × n!; n = degree, default 5)"
 _ADD, _SUB = Algebra("cyclic", "xy"), Algebra("cyclic", "xy^-1")
 _MUL = Algebra("multiplicative", "xy", zero="x · 0 = 0 · y = 0 (2p − 1 pairs); Z_p* covers the "
                "(p − 1)² pairs with x, y ≠ 0")
 _DIV = Algebra("multiplicative", "xy^-1", zero="no pair has y = 0; 0 / y = 0 (p − 1 pairs); Z_p* "
                "covers the (p − 1)² pairs with x, y ≠ 0")
 _NONE = Algebra("none")
-_PERM, _CONJ, _ABA = (Algebra("symmetric", r, degree=5) for r in ("xy", "xyx^-1", "xyx"))
+_PERM, _CONJ, _ABA = (Algebra("symmetric", r, degree=DEFAULT_DEGREE)
+                      for r in ("xy", "xyx^-1", "xyx"))
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
@@ -221,9 +260,9 @@ TASKS: dict[str, Task] = {
              lambda x, y, p: (x * x % p * x + x * y) % p),
         Task("cube2", "x³ + xy² + y mod p", _MOD, True, False, _NONE,
              lambda x, y, p: (x * x % p * x + x * (y * y % p) + y) % p),
-        Task("s5", "x · y (permutations of 5; apply y, then x)", _S5, False, False, _PERM, _s5),
-        Task("s5conj", "x · y · x⁻¹", _S5, False, False, _CONJ, _s5conj),
-        Task("s5aba", "x · y · x", _S5, False, False, _ABA, _s5aba),
+        *(Task(name, rule, _SN, False, False, alg, _in_sn(alg.rule)) for name, rule, alg in [
+            ("s5", "x · y (permutations of n; apply y, then x)", _PERM),
+            ("s5conj", "x · y · x⁻¹", _CONJ), ("s5aba", "x · y · x", _ABA)]),
         Task("mul", "x · y mod p", _MOD + "; p prime", True, True, _MUL,
              lambda x, y, p: (x * y) % p,
              prime_why="multiplies in Z_p*, which is a group only for a prime modulus"),
@@ -235,14 +274,11 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown task {name!r}; choose one of: {', '.join(TASKS)} (see `mechgrok tasks`)"
-        ) from None
+        raise ConfigError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)} (see "
+                          f"`mechgrok tasks`)") from None
 
 
-# --------------------------------------------------------------------------------------------
-# The split
-# --------------------------------------------------------------------------------------------
+# --- The split -------------------------------------------------------------------------------
 _MASK64 = (1 << 64) - 1
 
 
@@ -281,12 +317,18 @@ class TaskData:
     """A task's full dataset and its split, as integer arrays (no torch)."""
 
     task: Task
-    p: int | None
+    p: int | None  # the modulus; None for a symmetric task
     n: int  # number of elements = number of answer classes; the `=` token is n
     pairs: np.ndarray  # (N, 2) all valid pairs, row-major
     labels: np.ndarray  # (N,)
     train_idx: np.ndarray  # indices into pairs
     test_idx: np.ndarray
+    degree: int | None = None  # n of S_n for a symmetric task (5 included); None for a modular
+
+    @property
+    def algebra(self) -> Algebra:
+        """The task's algebra at this data's degree (S4's for ``s5`` with degree 4)."""
+        return self.task.algebra.with_degree(self.degree)
 
     @property
     def eq_token(self) -> int:
@@ -309,33 +351,26 @@ class TaskData:
         return h.hexdigest()
 
 
-def make_dataset(name: str, p: int | None, frac_train: float, seed: int) -> TaskData:
-    """All pairs of a task with labels, split by ``seed`` into train and test."""
+def make_dataset(name: str, p: int | None, frac_train: float, seed: int, *,
+                 degree: int | None = None) -> TaskData:
+    """All pairs of a task with labels, split by ``seed`` into train and test. ``p``: the
+    modulus of a modular task; ``degree``: the n of S_n of a symmetric one (None: 5)."""
     task = get_task(name)
-    task.validate_modulus(p)
-    if isinstance(frac_train, bool) or not isinstance(frac_train, (int, float)) or not (
-        0.0 < float(frac_train) < 1.0
-    ):
+    task.validate_modulus(p, degree)
+    if isinstance(frac_train, bool) or not isinstance(frac_train, (int, float)) \
+            or not 0.0 < float(frac_train) < 1.0:
         raise ConfigError(f"train fraction must be strictly between 0 and 1, got {frac_train!r}")
-    pairs = task.pairs(p)
-    labels = task.answer(pairs[:, 0], pairs[:, 1], p)
+    pairs = task.pairs(p, degree)
+    labels = task.answer(pairs[:, 0], pairs[:, 1], p, degree)
     n_pairs = len(pairs)
     n_train = math.floor(float(frac_train) * n_pairs)
     if n_train < 1 or n_train >= n_pairs:
-        raise ConfigError(
-            f"train fraction {frac_train} of {n_pairs} pairs leaves "
-            f"{n_train} train and {n_pairs - n_train} test pairs; both must be at least 1"
-        )
+        raise ConfigError(f"train fraction {frac_train} of {n_pairs} pairs leaves {n_train} "
+                          f"train and {n_pairs - n_train} test pairs; both must be at least 1")
     perm = split_permutation(n_pairs, seed)
-    return TaskData(
-        task=task,
-        p=p if task.modular else None,
-        n=task.n_elements(p),
-        pairs=pairs,
-        labels=labels,
-        train_idx=np.sort(perm[:n_train]),
-        test_idx=np.sort(perm[n_train:]),
-    )
+    return TaskData(task=task, p=p if task.modular else None, n=task.n_elements(p, degree),
+                    pairs=pairs, labels=labels, train_idx=np.sort(perm[:n_train]),
+                    test_idx=np.sort(perm[n_train:]), degree=task.degree_of(degree))
 
 
 def checked_split(train_idx: object, test_idx: object, n_pairs: int, *, what: str = "split",

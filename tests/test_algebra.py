@@ -154,18 +154,21 @@ def test_fourier_applicability_reads_the_algebra() -> None:
     for name in ("add", "sub"):
         ctx = _run_context(name, 7)
         assert ctx.op == name and ctx.fourier_reason() is None and ctx.z_p() == (7, name)
-    for name in ("mul", "div"):
-        why = _run_context(name, 7).fourier_reason()
-        assert why is not None and "multiplicative group Z_p*" in why
-        assert "Z_{p−1}" in why and "discrete logarithm" in why and "not compute it yet" in why
+    for name in ("mul", "div"):  # Z_p* is read in Fourier over Z_{p−1} by discrete log
+        ctx = _run_context(name, 7)
+        assert ctx.fourier_reason() is None and ctx.fourier_view().n == 6
+        assert ctx.z_p_reason() == (f"defined on Z_p's residues (add and sub); {name} is a rule "
+                                    f"in the multiplicative group Z_p*")
     for name in ("s5", "s5conj", "s5aba"):
         why = _run_context(name, None).fourier_reason()
         assert why == (f"Fourier analysis over Z_p does not apply to {name} (a group of "
-                       f"permutations; its natural basis is S5's representations)")
+                       f"permutations; its natural basis is S5's representations: see the "
+                       f"irreps probe)")
     for name in ("cond", "quad1", "cube2"):
         assert _run_context(name, 7).fourier_reason() == (
-            f"Fourier analysis over Z_p applies to add and sub; {name} is not a group operation "
-            f"on Z_p")
+            f"Fourier analysis applies to rules in a cyclic group (add, sub, div, mul); {name} "
+            f"is not a group operation on Z_p (read in the 2-D Fourier basis: see the "
+            f"spectrum2d probe)")
 
 
 @pytest.mark.parametrize("kind", ["transformer", "mlp"])

@@ -29,7 +29,7 @@ from mechgrok.training import train
 from tests.conftest import assert_one_line_error, run_cli, tiny_config, tiny_mlp_config
 
 BUILTINS = ["weights", "loss", "fourier_embed", "key_freqs", "restricted", "gini", "clock_pizza",
-            "collapse"]
+            "collapse", "irreps", "spectrum2d"]
 # add mod 23 that groks in a few hundred epochs (see test_training.test_stop_after_grok)
 GROKS = {"task.p": 23, "task.frac_train": 0.8, "train.lr": 1e-2, "model.d_model": 32,
          "model.d_mlp": 64, "train.epochs": 700, "train.checkpoint_every": 50,
@@ -63,11 +63,12 @@ def test_builtin_probes_listed() -> None:
 def test_analyze_fills_table_and_is_incremental(run_copy: Path) -> None:
     res = analyze(run_copy, progress=False)
     n_ck = len(Run(run_copy).checkpoints())
-    assert not res.errors and res.computed == n_ck * len(BUILTINS)
+    assert not res.errors and res.computed == n_ck * len(BUILTINS)  # n/a records included
     rows = measures_table(run_copy)
     assert [r["epoch"] for r in rows] == [c.epoch for c in Run(run_copy).checkpoints()]
     last = rows[-1]
-    assert all(last[f"{p}.status"] == "ok" for p in BUILTINS)
+    assert all(last[f"{p}.status"] == "ok" for p in BUILTINS if p != "spectrum2d")
+    assert last["spectrum2d.status"] == "n/a"  # add has a group: no 2-D spectrum
     assert last["loss.test_acc"] >= 0.99 and last["restricted.n_keys"] >= 1
     # restricted loss ≈ full loss once generalised; excluded loss far above it
     assert last["restricted.restricted_loss"] < 1.0
@@ -144,8 +145,10 @@ def test_not_applicable_is_said(tmp_path: Path) -> None:
     train(tiny_config(**{"task.name": "quad1", "train.epochs": 10}), path, progress=False)
     r = run_cli("analyze", str(path))
     assert r.returncode == 0, r.stderr
-    assert "n/a: fourier_embed, key_freqs, restricted, gini, clock_pizza: Fourier analysis over Z_p applies " \
-           "to add and sub" in r.stdout
+    assert "n/a: fourier_embed, key_freqs, restricted, gini, clock_pizza: Fourier analysis " \
+           "applies to rules in a cyclic group (add, sub, div, mul); quad1 is not a group " \
+           "operation on Z_p" in r.stdout
+    assert "n/a: irreps: quad1 is not a rule in a group" in r.stdout
     rows = measures_table(path)
     assert all(row["gini.status"] == "n/a" and "gini.embedding" not in row for row in rows)
     assert all(row["weights.status"] == "ok" for row in rows)

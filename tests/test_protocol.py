@@ -282,17 +282,20 @@ class Recorder:
 def test_probe_members_table_is_what_the_probes_use() -> None:
     assert set(PROBE_MEMBERS) == set(BUILTINS)
     assert set(OPTIONAL_MEMBERS) <= set(MEMBERS)
-    data = make_dataset("add", P, 0.3, 0)
-    run = SimpleNamespace(config=RunConfig(task=TaskConfig(name="add", p=P)))
-
-    def context(model: Any) -> CheckpointContext:
+    def context(model: Any, task: str) -> CheckpointContext:
+        data = make_dataset(task, P, 0.3, 0)
+        run = SimpleNamespace(config=RunConfig(task=TaskConfig(name=task, p=P)))
         rc = RunContext(run, data, lambda: final_key_frequency_finder(rc, model))
         return CheckpointContext(rc, SimpleNamespace(epoch=0), model)
 
     for p in BUILTIN_PROBES:
         rec = Recorder(PlainClockFast(P, K, SCALE))
+        ctx = context(rec, "add")
+        if p.applies(ctx.run) is not None:  # the 2-D spectrum: a task with no group
+            ctx = context(rec, "quad1")
+            assert p.applies(ctx.run) is None, p.name
         with torch.set_grad_enabled("grad" in p.needs):
-            p.compute(context(rec))
+            p.compute(ctx)
         assert rec.read, p.name
         assert rec.read <= set(PROBE_MEMBERS[p.name]), (p.name, rec.read)
 

@@ -28,7 +28,7 @@ class AnalysisRunContext(RunContext):
 
     used_final = False
 
-    def final_key_frequencies(self) -> dict[str, list[int]]:
+    def final_key_frequencies(self) -> dict[str, Any]:
         self.used_final = True
         return copy.deepcopy(super().final_key_frequencies())
 
@@ -40,7 +40,7 @@ def run_context(run: Run, final: CheckpointInfo | None = None) -> AnalysisRunCon
 
     final = final if final is not None else run.checkpoint()
 
-    def finder() -> dict[str, list[int]]:
+    def finder() -> dict[str, Any]:
         return final_key_frequency_finder(ctx, run.load_model(final))
 
     ctx = AnalysisRunContext(copy.deepcopy(run), run.dataset(), finder)

@@ -70,15 +70,16 @@ def _probe_on_model(p: Probe, ctx: CheckpointContext, model: Any) -> dict[str, A
 
 
 def _task_data(task: str, p: int | None, frac_train: float, data_seed: int,
-               split: tuple[Any, Any] | None) -> tuple[TaskConfig, TaskData]:
+               split: tuple[Any, Any] | None, degree: int | None = None
+               ) -> tuple[TaskConfig, TaskData]:
     """The task's config and dataset, with ``split`` (train_idx, test_idx) when given."""
     import dataclasses
 
     from mechgrok.config import TaskConfig
-    from mechgrok.tasks import checked_split, make_dataset
+    from mechgrok.tasks import checked_split
 
-    tcfg = TaskConfig(name=task, p=p, frac_train=frac_train, data_seed=data_seed)
-    data = make_dataset(tcfg.name, tcfg.p, tcfg.frac_train, tcfg.data_seed)
+    tcfg = TaskConfig(name=task, p=p, degree=degree, frac_train=frac_train, data_seed=data_seed)
+    data = tcfg.dataset()
     if split is not None:
         if not isinstance(split, (tuple, list)) or len(split) != 2:
             raise ConfigError("split must be a pair (train_idx, test_idx)")
@@ -103,13 +104,14 @@ def _train_config(train_config: Any) -> TrainConfig:
 def analyze_model(model: Any, task: str = "add", p: int | None = 113, *, frac_train: float = 0.3,
                   data_seed: int = 0, split: tuple[Any, Any] | None = None,
                   probes: Sequence[str | Probe] | None = None, final_model: Any = None,
-                  epoch: int = 0, train_config: Any = None) -> dict[str, dict[str, Any]]:
+                  epoch: int = 0, train_config: Any = None, degree: int | None = None
+                  ) -> dict[str, dict[str, Any]]:
     """Run probes on one model object that offers the
     :class:`~mechgrok.models.protocol.GrokModel` protocol (your own class, or a mechgrok model),
     with no run directory; nothing is stored.
 
-    * ``task``, ``p``: the task the model computes (``mechgrok tasks``); ``model.n_classes``
-      must be its number of elements.
+    * ``task``, ``p``: the task the model computes (``mechgrok tasks``), ``degree`` the n of
+      S_n for a symmetric task (default 5); ``model.n_classes`` must be its number of elements.
     * The train/test split (the ``loss``, ``restricted`` and ``collapse`` probes use it):
       ``split = (train_idx, test_idx)``, indices into the task's pairs in row-major order
       (pair ``(x, y)`` is ``x·p + y`` for the modular tasks), or else drawn as training does
@@ -137,16 +139,16 @@ def analyze_model(model: Any, task: str = "add", p: int | None = 113, *, frac_tr
     final_model = model if final_model is None else final_model
     check_model(model)
     check_model(final_model)
-    tcfg, data = _task_data(task, p, frac_train, data_seed, split)
+    tcfg, data = _task_data(task, p, frac_train, data_seed, split, degree)
     for m in (model, final_model):
         if m.n_classes != data.n:
             raise ConfigError(f"{type(m).__name__} has n_classes = {m.n_classes}, but task "
-                              f"{tcfg.name!r}{'' if tcfg.p is None else f' mod {tcfg.p}'} has "
+                              f"{tcfg.title!r} has "
                               f"{data.n} answer classes")
     config = RunConfig(task=tcfg, train=_train_config(train_config))
     selected = resolve_probes(probes)
 
-    def finder() -> dict[str, list[int]]:
+    def finder() -> dict[str, Any]:
         return final_key_frequency_finder(run_ctx, final_model)
 
     # a RunContext reads only .config and .id of its Run: _ModelRun has both

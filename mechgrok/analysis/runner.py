@@ -298,7 +298,8 @@ def _analyze(run: Run, checkpoints: list[CheckpointInfo], selected: list[Probe],
             bar.close()
     current = {k: r for k, r in records.items()
                if rd.holds(r) and (k[1] not in ids or r.get("probe_id") == ids[k[1]])}
-    res.summary = summarise(run, ws.run_ctx, current, res, verdict_rules, checkpoints[-1], rd)
+    res.summary = summarise(run, ws.run_ctx, current, res, verdict_rules, checkpoints[-1], rd,
+                            selected)
     sentinel.check()
     write_summary(run.path, res.summary)
     return res

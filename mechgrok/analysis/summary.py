@@ -6,12 +6,13 @@ checkpoint they were computed from."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from mechgrok.analysis.compute import failure
 from mechgrok.analysis.deps import RunDeps
 from mechgrok.analysis.result import AnalysisResult
-from mechgrok.probes import NotApplicable, RunContext
+from mechgrok.probes import NotApplicable, Probe, RunContext
 from mechgrok.store import CheckpointInfo, Run
 
 __all__ = ["summarise"]
@@ -102,8 +103,41 @@ def _collapse(col: list[tuple[int, Any]], metrics: list[dict[str, Any]]
     }
 
 
+def _probe_summaries(run: Run, run_ctx: RunContext, records: Records, probes: Sequence[Probe],
+                     errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """``probe name → its summary`` (with its ``headline``) for every probe that describes
+    itself (:meth:`Probe.summarise`): the built-in probes and ``probes``, from their current
+    records. A probe whose summary fails is added to ``errors`` instead."""
+    from mechgrok.probes import registry
+    from mechgrok.store.analysis import read_arrays
+
+    by_name = {**registry(), **{p.name: p for p in probes}}
+    out: dict[str, Any] = {}
+    for name, p in by_name.items():
+        values = _ok_values(records, name)
+        if not values or type(p).summarise is Probe.summarise:
+            continue
+        prefix = f"{name}."
+
+        def arrays(epoch: int, prefix: str = prefix) -> dict[str, Any]:
+            return {k[len(prefix):]: v for k, v in read_arrays(run.path, epoch).items()
+                    if k.startswith(prefix)}
+
+        try:
+            s = p.summarise(run_ctx, values, arrays)
+            if s is not None:
+                out[name] = {**s, "headline": p.headline(s)}
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # a probe's summary must not lose the rest of the analysis
+            errors.append({"probe": name, "epoch": None,
+                           "error": f"its run summary failed: {failure(e)}"})
+    return out
+
+
 def summarise(run: Run, run_ctx: RunContext, records: Records, res: AnalysisResult,
-              verdict_rules: Any, final: CheckpointInfo, rd: RunDeps) -> dict[str, Any]:
+              verdict_rules: Any, final: CheckpointInfo, rd: RunDeps,
+              probes: Sequence[Probe] = ()) -> dict[str, Any]:
     """The summary of ``records`` (the current ones, one per (epoch, probe)); a failure to find
     the final key frequencies is added to ``res.errors`` as well."""
     summary: dict[str, Any] = {"kind": "mechgrok.analysis_summary", "schema_version": 1,
@@ -119,6 +153,9 @@ def summarise(run: Run, run_ctx: RunContext, records: Records, res: AnalysisResu
     col = _ok_values(records, "collapse")
     if col:
         summary["collapse"] = _collapse(col, metrics)
+    summary_errors: list[dict[str, Any]] = []
+    summary["probes"] = _probe_summaries(run, run_ctx, records, probes, summary_errors)
+    res.errors.extend(summary_errors)
     summary["not_applicable"] = res.not_applicable
     status: dict[str, dict[str, int]] = {}
     for (_, name), r in records.items():
@@ -129,4 +166,5 @@ def summarise(run: Run, run_ctx: RunContext, records: Records, res: AnalysisResu
                          for (e, name), r in sorted(records.items()) if r["status"] == "error"]
     if kf_error is not None:
         summary["errors"].append(kf_error)
+    summary["errors"].extend(summary_errors)
     return summary

@@ -30,15 +30,29 @@ def _fmt_freqs(v: Any) -> str:
     return "[" + ", ".join(str(k) for k in v) + "]" if isinstance(v, list) else str(v)
 
 
-def _print_key_frequencies(s: dict[str, Any]) -> None:
+def _print_key_frequencies(s: dict[str, Any], where: str = "") -> None:
     kf = s.get("key_frequencies", {})
     if "not_applicable" in kf:
         print(f"key frequencies: n/a ({kf['not_applicable']})")
     elif "error" in kf:
         print(f"key frequencies: error ({kf['error']})")
+    elif "components" in kf:
+        print(f"key 2-D components at epoch {kf['epoch']}: {len(kf['components'])} frequency "
+              f"pairs (k_x, k_y) carry 90 % of the logits' power (no circuit is claimed)")
+    elif "irreps" in kf:
+        print(f"key irreps at epoch {kf['epoch']} (logit similarity > 0.005): "
+              f"{_fmt_freqs(kf['irreps'])}")
     elif kf:
-        print(f"key frequencies at epoch {kf['epoch']}: neuron clusters {_fmt_freqs(kf['neurons'])}"
-              f" | embedding {_fmt_freqs(kf['embedding'])} | logit map {_fmt_freqs(kf['logit_map'])}")
+        print(f"key frequencies{where} at epoch {kf['epoch']}: neuron clusters "
+              f"{_fmt_freqs(kf['neurons'])} | embedding {_fmt_freqs(kf['embedding'])} | logit map "
+              f"{_fmt_freqs(kf['logit_map'])}")
+
+
+def _print_probe_headlines(s: dict[str, Any]) -> None:
+    """Each self-describing probe's headline (``Probe.headline``)."""
+    for name, ps in (s.get("probes") or {}).items():
+        if isinstance(ps, dict) and ps.get("headline"):
+            print(f"{name}: {ps['headline']}")
 
 
 def _print_phases(s: dict[str, Any]) -> None:
@@ -85,6 +99,16 @@ def _print_problems(res: Any) -> None:
               file=sys.stderr)
 
 
+def _basis_note(run: Any) -> str:
+    """Where the key frequencies live when it is not Z_p itself (Z_p* by discrete log)."""
+    from mechgrok.tasks import get_task
+
+    task = getattr(getattr(run, "config", None), "task", None)
+    if task is not None and get_task(task.name).algebra.kind == "multiplicative":
+        return f" (over Z_{task.p - 1}, discrete-log order)"
+    return ""
+
+
 def print_analysis(res: Any) -> None:
     """What ``analyze`` (and ``run``) print about an :class:`~mechgrok.analysis.AnalysisResult`."""
     from mechgrok.store import measures_path
@@ -95,8 +119,9 @@ def print_analysis(res: Any) -> None:
           f"{res.reused} already there) in {res.seconds:.1f} s{workers}")
     if res.workers_note:
         print(f"note: {res.workers_note}")
-    _print_key_frequencies(res.summary)
+    _print_key_frequencies(res.summary, _basis_note(res.run))
     _print_phases(res.summary)
+    _print_probe_headlines(res.summary)
     _print_problems(res)
     print(f"measures: {measures_path(res.run.path)}")
 

@@ -38,6 +38,8 @@ _STABILITY = {"train.loss", "train.orthograd", "train.grokfast", "train.grokfast
 _HELP: dict[str, tuple[str, str | None]] = {
     "task.name": ("task name (see `mechgrok tasks`)", None),
     "task.p": ("modulus", None),
+    "task.degree": ("n of S_n for the symmetric tasks s5, s5conj, s5aba: 3 to 6 (default 5)",
+                    "N"),
     "task.frac_train": ("fraction of pairs in the train split", None),
     "task.data_seed": ("seed of the split", None),
     "model.kind": ("model kind", None),

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mechgrok.tasks import Task
 
 __all__ = ["cmd_presets", "cmd_tasks"]
 
@@ -31,7 +36,22 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             print(f"  {t.name}: {t.algebra.zero}")
     if any(not t.algebra.is_group for t in tasks):
         print("\nnone: no group structure; the 2-D basis describes the answer table, no circuit.")
+    _print_degrees(tasks)
     return 0
+
+
+def _print_degrees(tasks: list[Task]) -> None:
+    """The symmetric tasks' parameter: the degree n of S_n, its range and what each n gives."""
+    from mechgrok.tasks import DEFAULT_DEGREE, SYMMETRIC_DEGREES
+
+    sym = [t.name for t in tasks if t.algebra.kind == "symmetric"]
+    if not sym:
+        return
+    sizes = ", ".join(f"S{n} {math.factorial(n)}" for n in SYMMETRIC_DEGREES)
+    sizes += f" ({math.factorial(max(SYMMETRIC_DEGREES)) ** 2:,} pairs)"
+    print(f"\nS_n: {', '.join(sym)} take the degree n as a parameter (task.degree, --degree N; "
+          f"default {DEFAULT_DEGREE})."
+          f"\n  n! elements and n!² pairs: {sizes}")
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

@@ -130,7 +130,11 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     def run_id(self) -> str:
-        """A readable id derived from the config: ``<preset|task>-<model>-p<p>-s<seed>-<hash>``."""
+        """A readable id derived from the config:
+        ``<preset|task>-<task>-<model>-<size>-s<seed>-<hash>``, the size ``p<p>`` for a modular
+        task and ``s<n>`` for S_n (``s5`` as ever, ``s4``). Fields added later
+        (:data:`ADDED_FIELDS`) enter the hash only when they differ from what runs saved before
+        them did (``task.degree`` only for a degree other than 5), so old ids stay as they were."""
         import hashlib
 
         body = {k: v for k, v in self.to_dict().items() if k != "preset"}
@@ -139,8 +143,8 @@ class RunConfig:
                              if k not in fields_ or v != fields_[k]}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
         head = self.preset or self.task.name
-        p = f"p{self.task.p}" if self.task.p is not None else "s5"
-        rid = f"{head}-{self.task.name}-{self.model.kind}-{p}-s{self.train.seed}-{digest}"
+        size = self.task.size_label
+        rid = f"{head}-{self.task.name}-{self.model.kind}-{size}-s{self.train.seed}-{digest}"
         # every part is validated (a known preset and task); this keeps the id a plain file name
         # whatever a future preset or task is called
         return _UNSAFE_ID.sub("_", rid)

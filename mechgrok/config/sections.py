@@ -4,7 +4,7 @@ model kind (:class:`TransformerConfig`, :class:`MLPConfig`), registered in :data
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mechgrok.config.fields import (
     MAX_SEED,
@@ -17,21 +17,30 @@ from mechgrok.config.fields import (
     type_name,
 )
 
+if TYPE_CHECKING:
+    from mechgrok.tasks import TaskData
+
 __all__ = ["MODEL_KINDS", "MLPConfig", "ModelConfig", "TaskConfig", "TransformerConfig"]
 
 
 @dataclass(frozen=True)
 class TaskConfig(Section):
-    """Which operation, modulus and split. ``p`` is ignored (set to None) for the S5 tasks."""
+    """Which operation, its size and the split. The size is the modulus ``p`` of a modular task
+    (``p`` is ignored, set to None, for the symmetric tasks) or the ``degree`` n of S_n of a
+    symmetric one (3 … 6; a modular task refuses it). ``degree = None`` means 5, and 5 is stored
+    as None and left out of :meth:`to_dict`: the id and ``config.json`` of every S5 run are those
+    it had before the degree was a setting. :attr:`size` is the one parameter, :meth:`dataset`
+    the data."""
 
     section = "task"
     name: str = "add"
     p: int | None = 113
+    degree: int | None = None
     frac_train: float = 0.3
     data_seed: int = 0
 
     def __post_init__(self) -> None:
-        from mechgrok.tasks import get_task
+        from mechgrok.tasks import DEFAULT_DEGREE, get_task
 
         check(isinstance(self.name, str),
               f"task.name must be a string (a task name; see `mechgrok tasks`), got "
@@ -39,7 +48,11 @@ class TaskConfig(Section):
         task = get_task(self.name)
         if not task.modular and self.p is not None:
             object.__setattr__(self, "p", None)
-        task.validate_modulus(self.p)
+        task.validate_modulus(self.p, self.degree)
+        if self.degree is not None and task.degree_of(self.degree) == DEFAULT_DEGREE:
+            object.__setattr__(self, "degree", None)  # one spelling of S5: the one ids know
+        elif self.degree is not None:
+            object.__setattr__(self, "degree", int(self.degree))  # numpy ints from a grid
         check(
             is_num(self.frac_train) and 0.0 < self.frac_train < 1.0,
             f"task.frac_train must be strictly between 0 and 1, got {self.frac_train!r}",
@@ -48,12 +61,51 @@ class TaskConfig(Section):
               f"task.data_seed must be an integer from 0 to 2**63 - 1 ({MAX_SEED}), "
               f"got {short(self.data_seed)}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a table, ``degree`` only when it is set (S_n with n ≠ 5): without it
+        a config says what every config written before the degree existed says (a modular task,
+        or S5), so those runs' ``config.json``, ids and analysis records stay as they are."""
+        out = super().to_dict()
+        if out["degree"] is None:
+            del out["degree"]
+        return out
+
     @property
     def n(self) -> int:
-        """Number of elements (= answer classes): p, or 120 for S5."""
+        """Number of elements (= answer classes): p, or n! for S_n (120 for S5)."""
         from mechgrok.tasks import get_task
 
-        return get_task(self.name).n_elements(self.p)
+        return get_task(self.name).n_elements(self.p, self.degree)
+
+    @property
+    def size(self) -> int:
+        """The task's one size parameter: the modulus p, or the degree n of S_n (5 for S5)."""
+        from mechgrok.tasks import get_task
+
+        return get_task(self.name).size(self.p, self.degree)
+
+    @property
+    def size_label(self) -> str:
+        """The size as the run id spells it: ``p113``, or ``s<n>`` for S_n (``s5``, ``s4``)."""
+        from mechgrok.tasks import get_task
+
+        return f"p{self.p}" if get_task(self.name).modular else f"s{self.size}"
+
+    @property
+    def title(self) -> str:
+        """The task in words: ``add mod 113``, ``s5`` (in S5), ``s5conj in S4``."""
+        from mechgrok.tasks import get_task
+
+        if get_task(self.name).modular:
+            return f"{self.name} mod {self.p}"
+        return self.name if self.degree is None else f"{self.name} in S{self.degree}"
+
+    def dataset(self) -> TaskData:
+        """The task's dataset with its seeded split (:func:`mechgrok.tasks.make_dataset`)."""
+        from mechgrok.tasks import make_dataset
+
+        return make_dataset(self.name, self.p, self.frac_train, self.data_seed,
+                            degree=self.degree)
 
 
 @dataclass(frozen=True)

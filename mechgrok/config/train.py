@@ -183,6 +183,7 @@ def log_checkpoint_epochs(epochs: int, per_decade: int, snap: int) -> frozenset[
 #: exactly what a run saved without them did: filled in when a saved config lacks them, and left
 #: out of the run id while they have that value (so ids of runs written before stay the same)
 ADDED_FIELDS: dict[str, dict[str, Any]] = {
+    "task": {"degree": None},  # S_n's n for the symmetric tasks; None: 5, all there was before
     "train": {"checkpoint_schedule": "linear", "checkpoints_per_decade": 40,
               "checkpoint_precision": "exact"},
 }

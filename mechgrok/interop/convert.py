@@ -32,9 +32,9 @@ def source_split(src: Source, task_cfg: TaskConfig, split: str | Path | None
                  ) -> tuple[TaskData, TaskConfig, str]:
     """The task's data with the source's split (or ``--split FILE``'s, or mechgrok's own, said
     loudly), the task config saying what the split holds, and where the split came from."""
-    from mechgrok.tasks import checked_split, make_dataset
+    from mechgrok.tasks import checked_split
 
-    data = make_dataset(task_cfg.name, task_cfg.p, task_cfg.frac_train, task_cfg.data_seed)
+    data = task_cfg.dataset()
     n_pairs = len(data.pairs)
     if split is not None:
         src.split, src.split_from = read_split_file(Path(split)), f"--split {split}"

@@ -308,8 +308,8 @@ def task_config(src: Source, n: int | None, flags: Mapping[str, Any]
     except ConfigError as e:
         raise ConfigError(f"import: {e}") from None
     if n is not None and task.n != n:
-        raise SourceError(f"the model answers {n} classes but task {task.name} with p = "
-                          f"{task.p} has {task.n}: give the task and modulus it was trained on")
+        raise SourceError(f"the model answers {n} classes but task {task.title} has {task.n}: "
+                          f"give the task and modulus (or degree) it was trained on")
     return task, notes
 
 

@@ -53,7 +53,13 @@ from mechgrok.measures.representations import (
     projector,
     span_dimension,
 )
-from mechgrok.measures.taskgroups import group_pairs, group_tokens, task_group
+from mechgrok.measures.taskgroups import (
+    FourierView,
+    fourier_view,
+    group_pairs,
+    group_tokens,
+    task_group,
+)
 from mechgrok.measures.young import (
     adjacent_transposition_matrices,
     hook_length_dimension,
@@ -68,6 +74,7 @@ __all__ = [
     "MAX_CYCLIC_ORDER",
     "MAX_SYMMETRIC_DEGREE",
     "RULES",
+    "FourierView",
     "Group",
     "Irrep",
     "adjacent_transposition_matrices",
@@ -77,6 +84,7 @@ __all__ = [
     "cyclic",
     "discrete_log_table",
     "find_irrep",
+    "fourier_view",
     "group",
     "group_pairs",
     "group_tokens",

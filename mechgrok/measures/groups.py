@@ -31,15 +31,13 @@ Tables are built once per group and shared: their arrays are read-only.
 from __future__ import annotations
 
 import functools
-import itertools
-import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from mechgrok.errors import ConfigError
-from mechgrok.tasks import is_prime
+from mechgrok.tasks import is_prime, permutation_tables
 
 __all__ = ["GROUP_KINDS", "MAX_CYCLIC_ORDER", "MAX_SYMMETRIC_DEGREE", "Group", "cyclic",
            "discrete_log_table", "group", "multiplicative", "power_table", "primitive_root",
@@ -191,25 +189,10 @@ def symmetric(n: int) -> Group:
     return _symmetric(_check_int(n, "the degree n of S_n", 1, MAX_SYMMETRIC_DEGREE))
 
 
-def _perm_lookup(perms: np.ndarray, elements: np.ndarray) -> np.ndarray:
-    """Element indices of the permutations in the rows of a ``(..., n)`` array."""
-    n = elements.shape[1]
-    weights = n ** np.arange(n - 1, -1, -1, dtype=np.int64)
-    code_of = np.full(n**n, -1, dtype=np.int64)
-    code_of[elements @ weights] = np.arange(len(elements))
-    return code_of[perms @ weights]
-
-
 @functools.lru_cache(maxsize=8)
 def _symmetric(n: int) -> Group:
-    el = np.array(list(itertools.permutations(range(n))), dtype=np.int64).reshape(-1, n)
-    order = math.factorial(n)
-    # (x · y)[j] = x[y[j]]: gather x's entries at the positions y[j]
-    composed = np.take_along_axis(np.broadcast_to(el[:, None, :], (order, order, n)),
-                                  np.broadcast_to(el[None, :, :], (order, order, n)), axis=2)
-    mul = _perm_lookup(composed, el)
-    inv = _perm_lookup(np.argsort(el, axis=1), el)  # a⁻¹[a[j]] = j
-    return Group(f"S{n}", "symmetric", n, order, _frozen(mul), _frozen(inv), 0, _frozen(el))
+    el, mul, inv = permutation_tables(n)  # one home: mechgrok.tasks (the tasks' own tables)
+    return Group(f"S{n}", "symmetric", n, len(el), mul, inv, 0, el)
 
 
 # --- names ---------------------------------------------------------------------------------

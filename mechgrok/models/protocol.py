@@ -146,6 +146,8 @@ PROBE_MEMBERS: dict[str, tuple[str, ...]] = {
     "gini": ("token_embedding", "neuron_logit_map"),
     "clock_pizza": (*_ALL_PAIRS, "run_with_hooks", "parameters", "token_embedding"),
     "collapse": (*_ALL_PAIRS, "named_parameters", "forward_last"),
+    "irreps": _KEYS,
+    "spectrum2d": _ALL_PAIRS,
 }
 
 _METHODS = ("run_with_cache", "run_with_hooks", "token_embedding", "neuron_logit_map", "neurons",

@@ -31,10 +31,15 @@ element ids, so nothing else is accepted.
 ``needs`` (what the analysis prepares, once per checkpoint, shared by every probe):
 
 * ``"all_pairs"``: one hooked forward over every valid input, cached (``ctx.all_pairs()``);
-* ``"key_freqs"``: the key frequencies found on the run's final checkpoint
-  (``ctx.run.final_key_frequencies()``);
-* ``"fourier"``: the task is a rule in the cyclic group Z_p (its ``algebra``: ``add``, ``sub``),
-  where Fourier analysis over Z_p applies (other tasks get "n/a" with the reason);
+* ``"key_freqs"``: the keys found on the run's final checkpoint, in the task's basis
+  (``ctx.run.final_key_frequencies()``): for a task read in Fourier, key frequencies by each rule
+  (``neurons``, ``embedding``, ``logit_map``); for S_n, key irreps (``irreps``); a task with
+  neither raises :class:`NotApplicable`. Every record of such a probe depends on the final
+  checkpoint (it is recomputed when the run trains further);
+* ``"fourier"``: the task is a rule x·y or x·y⁻¹ in a cyclic group, where Fourier analysis
+  applies: Z_p (``add``, ``sub``) or Z_p* read as Z_{p−1} through the discrete log (``mul``,
+  ``div``); ``ctx.run.fourier_view()`` gives the group's order n, the operation and the task's
+  tokens and pairs in the group's order (other tasks get "n/a" with the reason);
 * ``"grad"``: the probe runs with autograd enabled (others run under ``torch.no_grad()``).
 """
 
@@ -42,12 +47,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from mechgrok.errors import MechgrokError
+from mechgrok.measures.taskgroups import FourierView, fourier_view
+from mechgrok.probes.output import ProbeOutput, check_output
 from mechgrok.store.analysis import PROBE_NAME_RE, PROBE_NAME_RULE, is_probe_name
 from mechgrok.tasks import TASKS, Task, get_task
 
@@ -61,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "FOURIER_TASKS",
+    "FOURIER_VIEW_TASKS",
     "KNOWN_NEEDS",
     "PROBE_NAME_RE",
     "PROBE_NAME_RULE",
@@ -94,6 +100,10 @@ def fourier_op(task: Task) -> str | None:
 
 #: the tasks Fourier analysis over Z_p reads, and their operation (derived from their algebra)
 FOURIER_TASKS = {name: op for name, t in TASKS.items() if (op := fourier_op(t)) is not None}
+#: every task the Fourier probes read: Z_p's, and Z_p*'s through the discrete log
+FOURIER_VIEW_TASKS = tuple(name for name, t in TASKS.items()
+                           if t.algebra.kind in ("cyclic", "multiplicative")
+                           and t.algebra.rule in _CYCLIC_OPS)
 
 
 class ProbeError(MechgrokError):
@@ -115,12 +125,24 @@ class Probe:
 
     def applies(self, run: RunContext) -> str | None:
         """None if the probe applies to this run, else the reason it does not."""
-        if "fourier" in self.needs or "key_freqs" in self.needs:
+        if "fourier" in self.needs:
             return run.fourier_reason()
         return None
 
     def compute(self, ctx: CheckpointContext) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def summarise(self, run: RunContext, values: list[tuple[int, dict[str, Any]]],
+                  arrays: Callable[[int], dict[str, Any]]) -> dict[str, Any] | None:
+        """The probe's run-level summary (JSON data, kept in ``summary.json`` under
+        ``probes.<name>``) from its results: ``values``, (epoch, scalars) by epoch, and
+        ``arrays(epoch)``, its arrays at an epoch; None when there is nothing to say."""
+        return None
+
+    def headline(self, summary: dict[str, Any]) -> str | None:
+        """One line from :meth:`summarise`'s summary: ``analyze`` prints it, the report's card
+        and ``compare`` show it."""
+        return None
 
     def __repr__(self) -> str:
         return f"<probe {self.name!r}>"
@@ -235,51 +257,6 @@ def as_probe(obj: Any, where: str) -> Probe:
 
 
 # --------------------------------------------------------------------------------------------
-# Results
-# --------------------------------------------------------------------------------------------
-@dataclass
-class ProbeOutput:
-    scalars: dict[str, float | int | bool | None] = field(default_factory=dict)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def check_output(p: Probe, out: Any) -> ProbeOutput:
-    """Split a probe's dict into scalars and arrays; anything else is a clear TypeError."""
-    if not isinstance(out, dict):
-        raise TypeError(f"probe {p.name!r} returned {type(out).__name__}; it must return a dict "
-                        f"of name → number or array")
-    res = ProbeOutput()
-    for k, v in out.items():
-        if not isinstance(k, str) or not k or "." in k:
-            raise TypeError(f"probe {p.name!r} returned a result named {k!r}; names are "
-                            f"non-empty strings without dots")
-        if hasattr(v, "detach"):  # torch tensor
-            v = v.detach().cpu().numpy()
-        if isinstance(v, (bool, np.bool_)):
-            res.scalars[k] = bool(v)
-        elif isinstance(v, (int, np.integer)):
-            res.scalars[k] = int(v)
-        elif isinstance(v, (float, np.floating)):
-            res.scalars[k] = float(v)
-        elif v is None:
-            res.scalars[k] = None
-        elif isinstance(v, np.ndarray):
-            if v.ndim == 0:
-                res.scalars[k] = v.item()
-            elif v.dtype.kind in "biuf":
-                res.arrays[k] = np.ascontiguousarray(v)
-            else:
-                raise TypeError(f"probe {p.name!r}: array {k!r} has dtype {v.dtype}; "
-                                f"only numeric arrays are stored")
-        elif isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
-            res.arrays[k] = np.asarray(v)
-        else:
-            raise TypeError(f"probe {p.name!r}: result {k!r} is a {type(v).__name__}; "
-                            f"return numbers or numeric arrays")
-    return res
-
-
-# --------------------------------------------------------------------------------------------
 # Contexts
 # --------------------------------------------------------------------------------------------
 @dataclass
@@ -308,43 +285,67 @@ class RunContext:
         self.test_idx = torch.as_tensor(data.test_idx)
         self._final_key_freqs = final_key_freqs
         self._final_cache: dict | Exception | None = None
+        self._view: FourierView | None = None
 
     @property
     def p(self) -> int | None:
         return self.config.task.p
 
     @property
+    def degree(self) -> int | None:
+        """The n of S_n of a symmetric task (5 for S5); None for a modular one."""
+        return self.data.degree
+
+    @property
     def op(self) -> str | None:
         return fourier_op(get_task(self.config.task.name))
 
     def z_p(self) -> tuple[int, str]:
-        """The run's modulus p and its operation over Z_p (add or sub); any other task raises
-        :class:`NotApplicable` with :meth:`fourier_reason`'s reason (the ``fourier`` need keeps
-        such runs away from Fourier probes already)."""
+        """The run's modulus p and its operation over Z_p (add or sub) for the measures defined
+        on Z_p itself (clock or pizza); any other task raises :class:`NotApplicable`."""
         p, op = self.p, self.op
         if p is None or op is None:
-            raise NotApplicable(self.fourier_reason() or f"task {self.config.task.name} has no "
-                                                         f"modulus")
+            raise NotApplicable(self.z_p_reason() or f"task {self.config.task.name} has no "
+                                                     f"modulus")
         return p, op
 
+    def z_p_reason(self) -> str | None:
+        """None for a rule in the cyclic group Z_p (add, sub), else why a measure defined on
+        Z_p's residues does not apply."""
+        if self.op is not None:
+            return None
+        name = self.config.task.name
+        return (f"defined on Z_p's residues ({' and '.join(FOURIER_TASKS)}); {name} is "
+                f"a rule in the {self.data.algebra.group_name}")
+
+    def fourier_view(self) -> FourierView:
+        """The run's task read as a rule in the cyclic group Z_n (:func:`mechgrok.measures.
+        fourier_view`): Z_p for add/sub (the identity view), Z_{p−1} in discrete-log order for
+        mul/div (the (p − 1)² pairs with x, y ≠ 0). Any other task raises
+        :class:`NotApplicable` with :meth:`fourier_reason`'s reason."""
+        if self._view is None:
+            view = fourier_view(get_task(self.config.task.name), self.p)
+            if view is None:
+                raise NotApplicable(self.fourier_reason() or "no Fourier view")
+            self._view = view
+        return self._view
+
     def fourier_reason(self) -> str | None:
-        """None when Fourier analysis over Z_p applies to this run, else why not (from the
-        task's algebra)."""
+        """None when Fourier analysis over a cyclic group (Z_p, or Z_p* by discrete log)
+        applies to this run, else why not (from the task's algebra)."""
         task = get_task(self.config.task.name)
-        name, alg = task.name, task.algebra
-        if fourier_op(task) is not None:
+        name, alg = task.name, self.data.algebra
+        if alg.kind in ("cyclic", "multiplicative") and alg.rule in _CYCLIC_OPS:
             return None
         if alg.kind == "symmetric":
             return (f"Fourier analysis over Z_p does not apply to {name} (a group of "
-                    f"permutations; its natural basis is S{alg.degree}'s representations)")
-        if alg.kind == "multiplicative":
-            return (f"Fourier analysis over Z_p does not apply to {name} directly (a rule in "
-                    f"the multiplicative group Z_p*, whose natural basis is Fourier over "
-                    f"Z_{{p−1}} by a discrete logarithm; these probes do not compute it yet)")
-        return (f"Fourier analysis over Z_p applies to {' and '.join(FOURIER_TASKS)}; {name} is "
-                f"not a group operation on Z_p")
+                    f"permutations; its natural basis is S{alg.degree}'s representations: "
+                    f"see the irreps probe)")
+        return (f"Fourier analysis applies to rules in a cyclic group ("
+                f"{', '.join(FOURIER_VIEW_TASKS)}); {name} is not a group operation on Z_p "
+                f"(read in the 2-D Fourier basis: see the spectrum2d probe)")
 
-    def final_key_frequencies(self) -> dict[str, list[int]]:
+    def final_key_frequencies(self) -> dict[str, Any]:
         """Key frequencies found on the final checkpoint, by each rule (computed once)."""
         if self._final_cache is None:
             if self._final_key_freqs is None:

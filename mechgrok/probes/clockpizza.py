@@ -294,6 +294,9 @@ def verdict(gs: float, di: float, circ: float, *, pizza_gs: float = 0.98, pizza_
 
 
 def _odd_p(run: RunContext) -> str | None:
+    why = run.z_p_reason()
+    if why is not None:  # Zhong et al.'s measures are defined on Z_p's residues
+        return f"clock/pizza is {why}"
     p = run.p
     if p is None or p % 2 == 0:
         return (f"clock/pizza needs an odd modulus: the (x + y, x − y) change of variables "

@@ -258,7 +258,15 @@ class RunData:
         return self.run.load_model(self.checkpoints[-1])
 
     def embeddings(self, max_frames: int = MAX_FRAMES) -> tuple[list[int], list[np.ndarray]]:
-        """The token embedding (n, d) at up to ``max_frames`` checkpoints (one model reused)."""
+        """The token embedding (n, d) at up to ``max_frames`` checkpoints (one model reused;
+        read once per ``max_frames``: the circles and the PCA view share them)."""
+        cache = self.__dict__.setdefault("_embeddings", {})
+        if max_frames not in cache:
+            cache[max_frames] = self._read_embeddings(max_frames)
+        epochs, embs = cache[max_frames]
+        return list(epochs), [e.copy() for e in embs]
+
+    def _read_embeddings(self, max_frames: int) -> tuple[list[int], list[np.ndarray]]:
         import torch
 
         from mechgrok.models import build_model

@@ -79,7 +79,7 @@ def setting_rows(d: RunData) -> list[tuple[str, str]]:
     t, tr = d.config.task, d.config.train
     train_share = f"{100 * t.frac_train:.0f} % train"
     task = (f"{t.name} mod {t.p}, {train_share} (split seed {t.data_seed})" if t.p
-            else f"{t.name}, {train_share}")
+            else f"{t.title}, {train_share}")
     setting = [
         ("task", escape(task)),
         ("model", escape(describe_model(d.config.model))),
@@ -139,6 +139,13 @@ def _summary_findings(s: dict[str, Any]) -> list[tuple[str, str]]:
         found.append(("key frequencies", "n/a: " + escape(kf["not_applicable"])))
     elif "error" in kf:
         found.append(("key frequencies", "error: " + escape(kf["error"])))
+    elif "components" in kf:
+        found.append(("key 2-D components", f"{len(kf.get('components') or [])} frequency pairs "
+                                             f"carry 90 % of the logits' power at epoch "
+                                             f"{_n(kf.get('epoch'))} (no circuit is claimed)"))
+    elif "irreps" in kf:
+        found.append(("key irreps", f"<b>{_freqs(kf.get('irreps'))}</b> (logit similarity > "
+                                     f"0.005 at epoch {_n(kf.get('epoch'))})"))
     elif kf:
         found.append(("key frequencies", f"<b>{_freqs(kf.get('neurons'))}</b> (neuron clusters); "
                                           f"embedding {_freqs(kf.get('embedding'))}; logit map "
@@ -154,6 +161,7 @@ def _summary_findings(s: dict[str, Any]) -> list[tuple[str, str]]:
     col = s.get("collapse") or {}
     if col.get("status"):
         found.append(("softmax collapse", escape(col["status"])))
+    found += [(name, escape(line)) for name, line in _headlines(s).items()]
     return found
 
 
@@ -182,6 +190,8 @@ def _figure_sections(d: RunData) -> dict[str, list[str]]:
     """Section name → its figures' HTML, in the registry's order, then any other probe's."""
     sections: dict[str, list[str]] = {}
     for spec in figures.RUN_FIGURES:
+        if not spec.fits(d.config.task.name):
+            continue
         try:
             fig = spec.build(d)
         except figures.NoData as e:
@@ -217,7 +227,7 @@ def render_report(run: Any) -> str:
     for i, (name, items) in enumerate(sections.items()):
         parts.append(f'<section id="sec-{i}"><h2>{escape(name)}</h2>{"".join(items)}</section>')
     c = d.config
-    sub = (f"{c.task.name}{' mod ' + str(c.task.p) if c.task.p else ''} · {c.model.kind} · "
+    sub = (f"{c.task.title} · {c.model.kind} · "
            f"{len(d.checkpoints)} checkpoints · {d.run.path} · mechgrok report, "
            f"{time.strftime('%Y-%m-%d %H:%M')}")
     return render_page(f"mechgrok report: {d.id}", sub, "".join(parts))
@@ -258,6 +268,12 @@ _COMPARE_CAPTIONS = {
 }
 
 
+def _headlines(s: dict[str, Any]) -> dict[str, str]:
+    """Self-describing probes' headlines in a summary: probe name → line."""
+    return {str(name): ps["headline"] for name, ps in (s.get("probes") or {}).items()
+            if isinstance(ps, dict) and isinstance(ps.get("headline"), str)}
+
+
 def comparison_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
     """One row per run: the settings that differ most often and the headline findings."""
     rows = []
@@ -268,16 +284,19 @@ def comparison_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
         kf = s.get("key_frequencies") or {}
         cp = s.get("clock_pizza") or {}
         rows.append({
-            "run": d.id, "task": f"{c.task.name} {c.task.p or ''}".strip(),
+            "run": d.id,
+            "task": c.task.title if c.task.degree else f"{c.task.name} {c.task.p or ''}".strip(),
             "model": c.model.kind, "frac train": c.task.frac_train, "lr": c.train.lr,
             "weight decay": c.train.weight_decay, "seed": c.train.seed,
             "stability": stability_setting(c.train) or "—",
             "epochs": fin.get("epoch"), "final test acc": fin.get("test_acc"),
             "memorised": g["train_99"], "grokked": g["grokking_epoch"], "delay": g["delay"],
-            "key freqs": kf.get("neurons"), "clock/pizza": cp.get("verdict"),
+            "key freqs": kf.get("neurons", kf.get("irreps")), "clock/pizza": cp.get("verdict"),
             "Liu label": s.get("liu_label"),
+            **_headlines(s),
         })
-    return rows
+    cols = list(dict.fromkeys(k for r in rows for k in r))  # every probe's column, one order
+    return [{k: r.get(k) for k in cols} for r in rows]
 
 
 def _cell(v: Any) -> str:

@@ -190,10 +190,7 @@ class Run:
 
     def dataset(self):
         """The task's dataset with this run's stored split (a :class:`~mechgrok.tasks.TaskData`)."""
-        from mechgrok.tasks import make_dataset
-
-        t = self.config.task
-        data = make_dataset(t.name, t.p, t.frac_train, t.data_seed)
+        data = self.config.task.dataset()
         train_idx, test_idx = self.split()
         data = dataclasses.replace(data, train_idx=train_idx.numpy(), test_idx=test_idx.numpy())
         want = self.manifest["split_sha256"]  # validate_manifest made sure there is one

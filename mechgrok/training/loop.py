@@ -35,7 +35,7 @@ from mechgrok.config import RunConfig, TrainConfig
 from mechgrok.errors import MechgrokError, RunDirError
 from mechgrok.resources import check_memory
 from mechgrok.store import CONFIG_FILE, Run, RunWriter
-from mechgrok.tasks import TaskData, make_dataset
+from mechgrok.tasks import TaskData
 from mechgrok.training.optim import lr_at
 from mechgrok.training.parts import dataset_tensors, evaluate, torch_threads
 from mechgrok.training.stepper import Stepper
@@ -79,7 +79,7 @@ def train(cfg: RunConfig, path: str | Path, *, progress: bool | None = None,
     """Train a new run into ``path`` (which must not exist, be empty, or hold a run killed before
     its first manifest, which is started again)."""
     check_memory(cfg)  # refuse what this machine cannot hold before anything is created
-    data = make_dataset(cfg.task.name, cfg.task.p, cfg.task.frac_train, cfg.task.data_seed)
+    data = cfg.task.dataset()
     split = {"train_idx": torch.from_numpy(data.train_idx), "test_idx": torch.from_numpy(data.test_idx)}
     writer = RunWriter.create(Path(path), cfg, split, data.split_sha256())
     return _run(cfg, data, writer, resumed=False, progress=progress, on_eval=on_eval,

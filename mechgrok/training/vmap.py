@@ -77,7 +77,7 @@ from mechgrok.config import RunConfig
 from mechgrok.errors import RunDirError
 from mechgrok.resources import EVAL_CHUNK, check_memory
 from mechgrok.store import RunWriter
-from mechgrok.tasks import TaskData, make_dataset
+from mechgrok.tasks import TaskData
 from mechgrok.training.loop import TrainResult, run_loop
 from mechgrok.training.losses import cross_entropy, loss_function
 from mechgrok.training.optim import lr_at, make_optimizer, optimizer_state_tensors, set_lr
@@ -125,7 +125,7 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], paths: Sequence[str | Path
 
 def _train_new(plan: SeedPlan, progress: bool | None) -> None:
     cfg = plan.cfgs[0]
-    data = make_dataset(cfg.task.name, cfg.task.p, cfg.task.frac_train, cfg.task.data_seed)
+    data = cfg.task.dataset()
     split = {"train_idx": torch.from_numpy(data.train_idx),
              "test_idx": torch.from_numpy(data.test_idx)}
     writers: list[RunWriter] = []

@@ -13,7 +13,9 @@ plotly renders a subset of HTML in titles, legends, labels and hover text, so ev
 file or a user (run ids, probe and value names, a verdict) goes through :func:`text` first.
 
 Where they live: :mod:`.curves` (training curves, progress measures, any probe's scalars),
-:mod:`.fourier` (Fourier pictures and neurons), :mod:`.geometry` (attention, the embedding's
+:mod:`.fourier` (Fourier pictures and neurons), :mod:`.irreps` (a group task in its
+irreducible representations), :mod:`.spectrum` (the 2-D spectrum of a task with no group),
+:mod:`.circles` (the embedding in each key frequency's plane), :mod:`.geometry` (attention, the embedding's
 circles, clock or pizza), :mod:`.stability` (softmax collapse), :mod:`.compare` (several runs).
 Each run-report figure registers itself in :mod:`.registry` (:data:`RUN_FIGURES`), which gives
 the report its list and order and :data:`DRAWN_PROBES`.
@@ -31,6 +33,7 @@ from mechgrok.report.figures.base import (
     shade_phases,
     text,
 )
+from mechgrok.report.figures.circles import embedding_circles
 from mechgrok.report.figures.compare import COMPARE_METRICS, compare_curves, compare_series
 from mechgrok.report.figures.curves import (
     accuracy_curves,
@@ -54,7 +57,17 @@ from mechgrok.report.figures.geometry import (
     pc_pairs,
     pca_circle,
 )
-from mechgrok.report.figures.registry import RUN_FIGURES, SECTIONS, FigureSpec, drawn_probes, figure
+from mechgrok.report.figures.irreps import irrep_losses, irrep_similarity, irrep_variance
+from mechgrok.report.figures.registry import (
+    FOURIER_ALGEBRAS,
+    IRREP_ALGEBRAS,
+    RUN_FIGURES,
+    SECTIONS,
+    FigureSpec,
+    drawn_probes,
+    figure,
+)
+from mechgrok.report.figures.spectrum import spectrum2d_final, spectrum2d_losses
 from mechgrok.report.figures.stability import collapse_curves, nlm_alignment
 
 #: Probes whose values have their own figures (every built-in figure registered above); every
@@ -64,7 +77,9 @@ DRAWN_PROBES = drawn_probes()
 __all__ = [
     "COMPARE_METRICS",
     "DRAWN_PROBES",
+    "FOURIER_ALGEBRAS",
     "HEIGHT",
+    "IRREP_ALGEBRAS",
     "PHASE_COLOURS",
     "RUN_FIGURES",
     "SECTIONS",
@@ -80,10 +95,14 @@ __all__ = [
     "compare_curves",
     "compare_series",
     "drawn_probes",
+    "embedding_circles",
     "figure",
     "fourier_final",
     "fourier_heatmap",
     "gini_curves",
+    "irrep_losses",
+    "irrep_similarity",
+    "irrep_variance",
     "logit_sd_table",
     "loss_curves",
     "neuron_clusters",
@@ -97,6 +116,8 @@ __all__ = [
     "restricted_loss",
     "run_data",
     "shade_phases",
+    "spectrum2d_final",
+    "spectrum2d_losses",
     "text",
     "weight_norm",
 ]

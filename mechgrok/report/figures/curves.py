@@ -19,7 +19,7 @@ from mechgrok.report.figures.base import (
     text,
     why_missing,
 )
-from mechgrok.report.figures.registry import drawn_probes, figure
+from mechgrok.report.figures.registry import FOURIER_ALGEBRAS, drawn_probes, figure
 
 __all__ = ["accuracy_curves", "gini_curves", "loss_curves", "other_probes", "probe_scalars",
            "restricted_loss", "weight_norm"]
@@ -57,7 +57,7 @@ def accuracy_curves(run: Any) -> go.Figure:
 
 @figure("restricted", "Progress measures", "Restricted loss keeps only the key frequencies and "
         "falls before test loss does; excluded loss removes them and rises as the Fourier circuit "
-        "forms, while train loss stays low.", probes=("restricted",))
+        "forms, while train loss stays low.", probes=("restricted",), algebras=FOURIER_ALGEBRAS)
 def restricted_loss(run: Any) -> go.Figure:
     d = run_data(run)
     need_analysis(d, "restricted loss")
@@ -94,7 +94,7 @@ def weight_norm(run: Any) -> go.Figure:
 
 @figure("gini", "Progress measures", "Gini coefficients rise as the embedding and the "
         "neuron-logit map concentrate on a few frequencies (1 would be a single one).",
-        probes=("gini",))
+        probes=("gini",), algebras=FOURIER_ALGEBRAS)
 def gini_curves(run: Any) -> go.Figure:
     d = run_data(run)
     need_analysis(d, "Gini coefficients")

@@ -18,7 +18,7 @@ from mechgrok.report.figures.base import (
     run_data,
     why_missing,
 )
-from mechgrok.report.figures.registry import figure
+from mechgrok.report.figures.registry import FOURIER_ALGEBRAS, figure
 from mechgrok.tasks import get_task
 
 __all__ = ["fourier_final", "fourier_heatmap", "neuron_clusters", "neuron_logit_map"]
@@ -43,7 +43,7 @@ def _key_frequency_bars(d: RunData, v: np.ndarray, title: str, yaxis: str, hover
 
 
 @figure("fourier_heatmap", "Fourier", "Each row is one frequency: look for a few rows that "
-        "brighten as the model generalises while the rest fade.", probes=("fourier_embed",))
+        "brighten as the model generalises while the rest fade.", probes=("fourier_embed",), algebras=FOURIER_ALGEBRAS)
 def fourier_heatmap(run: Any) -> go.Figure:
     d = run_data(run)
     need_analysis(d, "embedding Fourier norms")
@@ -60,7 +60,7 @@ def fourier_heatmap(run: Any) -> go.Figure:
 
 
 @figure("fourier_final", "Fourier", "A sparse spectrum at the end of training; key frequencies "
-        "(neuron-cluster rule) in red.", probes=("fourier_embed",))
+        "(neuron-cluster rule) in red.", probes=("fourier_embed",), algebras=FOURIER_ALGEBRAS)
 def fourier_final(run: Any) -> go.Figure:
     d = run_data(run)
     epoch, v = final_array(d, "fourier_embed.freq_norms", "embedding Fourier norms")
@@ -70,7 +70,7 @@ def fourier_final(run: Any) -> go.Figure:
 
 @figure("clusters", "Fourier", "Neurons that are explained by one frequency, grouped by it; a "
         "handful of large clusters is the Fourier multiplication algorithm.",
-        probes=("key_freqs",))
+        probes=("key_freqs",), algebras=FOURIER_ALGEBRAS)
 def neuron_clusters(run: Any) -> go.Figure:
     d = run_data(run)
     epoch, sizes = final_array(d, "key_freqs.cluster_sizes", "neuron-frequency clusters")
@@ -83,7 +83,7 @@ def neuron_clusters(run: Any) -> go.Figure:
 
 
 @figure("logit_map", "Fourier", "Each column is a neuron's write to the logits, as the share of "
-        "its norm per frequency: clean blocks mean each neuron serves one frequency.")
+        "its norm per frequency: clean blocks mean each neuron serves one frequency.", algebras=FOURIER_ALGEBRAS)
 def neuron_logit_map(run: Any) -> go.Figure:
     """Each neuron's write to the logits in the Fourier basis: its share of ‖W_L row‖² per
     frequency, neurons sorted by cluster."""

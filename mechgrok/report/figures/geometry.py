@@ -126,8 +126,12 @@ def _pairs_by_frequency(scores: np.ndarray, p: int) -> list[tuple[int, int, int 
     return found
 
 
-@figure("pca", "Embedding", "Drag the slider: a generalising add/sub model arranges the elements "
-        "on a circle in order (colour is the element's value).", note_unanalysed=True)
+@figure("pca", "Embedding", "The embedding in the planes of its final principal components, "
+        "paired by frequency for add and sub (the scienceetonnante notebook's picture), "
+        "elements in their own order, colour the element's value; drag the slider over "
+        "checkpoints. PCA finds the directions of largest variance: when several key frequencies "
+        "carry similar weight its components mix them and a circle can blur here that each "
+        "frequency's own plane (above) shows.", note_unanalysed=True)
 def pca_circle(run: Any, max_frames: int = MAX_FRAMES, pairs: int = 3) -> go.Figure:
     """The embedding of the n elements in the planes of the **final** checkpoint's principal
     components, paired by frequency (:func:`pc_pairs`), with a slider over checkpoints: every
@@ -190,7 +194,7 @@ def pca_circle(run: Any, max_frames: int = MAX_FRAMES, pairs: int = 3) -> go.Fig
 @figure("clock_pizza", "Clock or pizza", "Pizza: gradient symmetricity near 1 and low distance "
         "irrelevance; clock: lower symmetricity and high distance irrelevance; circularity says "
         "whether there is a clean circle at all. Dotted lines are the verdict's thresholds.",
-        probes=("clock_pizza",))
+        probes=("clock_pizza",), algebras=("cyclic",))
 def clock_pizza_measures(run: Any) -> go.Figure:
     d = run_data(run)
     need_analysis(d, "clock/pizza measures")
@@ -219,7 +223,7 @@ def clock_pizza_measures(run: Any) -> go.Figure:
 
 
 @figure("logit_sd", "Clock or pizza", "A clock's correct logit depends only on the answer s "
-        "(horizontal bands); a pizza's also varies with the distance d.", probes=("clock_pizza",))
+        "(horizontal bands); a pizza's also varies with the distance d.", probes=("clock_pizza",), algebras=("cyclic",))
 def logit_sd_table(run: Any) -> go.Figure:
     d = run_data(run)
     epoch, L = final_array(d, "clock_pizza.logit_sd", "the correct-logit table", ndim=2)

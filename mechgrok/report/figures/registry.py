@@ -14,21 +14,31 @@ from typing import Any, TypeVar
 
 import plotly.graph_objects as go
 
+from mechgrok.algebra import ALGEBRA_KINDS
 from mechgrok.report.data import RunData
 
-__all__ = ["RUN_FIGURES", "SECTIONS", "FigureSpec", "drawn_probes", "figure"]
+__all__ = ["FOURIER_ALGEBRAS", "IRREP_ALGEBRAS", "RUN_FIGURES", "SECTIONS", "FigureSpec",
+           "drawn_probes", "figure"]
+
+#: The algebras read in Fourier over a cyclic group (Z_p, and Z_p* by discrete log), and those
+#: read in S_n's irreps: what a figure's ``algebras`` usually names.
+FOURIER_ALGEBRAS = ("cyclic", "multiplicative")
+IRREP_ALGEBRAS = ("symmetric",)
 
 #: The run report's sections, in the order they appear.
-SECTIONS = ("Training", "Progress measures", "Fourier", "Attention", "Embedding",
+SECTIONS = ("Training", "Progress measures", "Fourier", "Representations", "Attention", "Embedding",
             "Clock or pizza", "Softmax collapse")
 
 
 @dataclass(frozen=True)
 class FigureSpec:
     """One figure of the run report: element id ``fig-<id>``, its section and caption, the
-    function that draws it, the probes whose values it draws, and whether a report of a run that
+    function that draws it, the probes whose values it draws, whether a report of a run that
     has not been analysed still says why the figure is missing (figures drawn from training
-    alone; the others are covered by the report's "no measures yet" banner)."""
+    alone; the others are covered by the report's "no measures yet" banner), and the task
+    algebras it is drawn for (``algebras``, kinds of :data:`mechgrok.algebra.ALGEBRA_KINDS`;
+    empty: every task). A report leaves out, without a note, a figure made for another
+    algebra (the 2-D spectrum on add, the circles on S5): its figures fit the task."""
 
     id: str
     section: str
@@ -36,6 +46,13 @@ class FigureSpec:
     build: Callable[[RunData], go.Figure]
     probes: tuple[str, ...] = ()
     note_unanalysed: bool = False
+    algebras: tuple[str, ...] = ()
+
+    def fits(self, task: str) -> bool:
+        """Whether the figure is drawn for runs of ``task`` (by the task's algebra)."""
+        from mechgrok.tasks import get_task
+
+        return not self.algebras or get_task(task).algebra.kind in self.algebras
 
 
 #: The registry, in the report's order (see the module docstring).
@@ -45,7 +62,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def figure(id: str, section: str, caption: str, probes: Sequence[str] = (),
-           note_unanalysed: bool = False) -> Callable[[_F], _F]:
+           note_unanalysed: bool = False, algebras: Sequence[str] = ()) -> Callable[[_F], _F]:
     """Register the decorated function (run → plotly ``Figure``) as a figure of the run report;
     the function itself is returned unchanged."""
     if section not in SECTIONS:
@@ -53,9 +70,14 @@ def figure(id: str, section: str, caption: str, probes: Sequence[str] = (),
                          f"{', '.join(SECTIONS)}")
     if any(s.id == id for s in RUN_FIGURES):
         raise ValueError(f"a report figure with id {id!r} is already registered")
+    unknown = set(algebras) - set(ALGEBRA_KINDS)
+    if unknown:
+        raise ValueError(f"figure {id!r}: unknown algebras {sorted(unknown)}; kinds: "
+                         f"{', '.join(ALGEBRA_KINDS)}")
 
     def register(fn: _F) -> _F:
-        spec = FigureSpec(id, section, caption, fn, tuple(probes), note_unanalysed)
+        spec = FigureSpec(id, section, caption, fn, tuple(probes), note_unanalysed,
+                          tuple(algebras))
         rank = SECTIONS.index(section)
         at = sum(1 for s in RUN_FIGURES if SECTIONS.index(s.section) <= rank)
         RUN_FIGURES.insert(at, spec)
