@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mechgrok.measures.spectrum import fourier_basis_1d
+
 __all__ = ["basis_labels", "excluded_loss", "excluded_loss_per_frequency", "fourier_basis",
            "fourier_norms", "frequency_norms", "gini", "key_frequencies_from_clusters",
            "key_frequencies_from_norms", "logit_map_frequency_norms", "n_frequencies",
@@ -89,13 +91,8 @@ def fourier_basis(p: int) -> Tensor:
 
 @functools.lru_cache(maxsize=32)
 def _fourier_basis(p: int) -> Tensor:
-    r = torch.arange(p)
-    k = (r + 1) // 2  # (p,) row frequency
-    x = torch.arange(p)
-    angle = 2 * math.pi * ((k[:, None] * x[None, :]) % p).to(_F64) / p  # (p, p); kx mod p: exact
-    rows = torch.where((r % 2 == 1)[:, None], torch.cos(angle), torch.sin(angle))
-    rows[0] = 1.0
-    return rows / rows.norm(dim=1, keepdim=True)
+    # one home for the basis: mechgrok.measures.spectrum (the 2-D spectrum is built from it)
+    return torch.from_numpy(fourier_basis_1d(p).copy())
 
 
 # --- norms of weights ----------------------------------------------------------------------
