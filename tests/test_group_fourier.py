@@ -107,3 +107,22 @@ def test_fourier_reasons_read_the_algebra() -> None:
                                           "rule in the multiplicative group Z_p*")
     assert "irreps probe" in (ctx("s5", None).fourier_reason() or "")
     assert "spectrum2d" in (ctx("quad1", 7).fourier_reason() or "")
+
+
+@pytest.mark.parametrize("task", ["div", "mul"])
+def test_a_trained_div_or_mul_run_is_analysed_in_z_p_star(task: str, tmp_path) -> None:
+    """div has p(p − 1) pairs (no y = 0): its stored split is read as such (it used to be held
+    to p² pairs, so no div run could be analysed), and every Fourier probe runs over Z_{p−1}."""
+    from mechgrok.analysis import analyze, measures_table
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(**{"task.name": task, "train.epochs": 40, "train.checkpoint_every": 20})
+    from mechgrok.training import train
+
+    train(cfg, tmp_path / "r", progress=False)
+    res = analyze(tmp_path / "r", progress=False)
+    assert not res.errors, res.errors
+    assert res.not_applicable.keys() == {"clock_pizza", "spectrum2d"}
+    last = measures_table(tmp_path / "r")[-1]
+    assert last["key_freqs.status"] == "ok" and last["fourier_embed.top_freq"] <= 5  # Z_10
+    assert len(res.run.dataset().labels) == (11 * 10 if task == "div" else 121)

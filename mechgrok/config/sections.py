@@ -78,6 +78,13 @@ class TaskConfig(Section):
         return get_task(self.name).n_elements(self.p, self.degree)
 
     @property
+    def n_pairs(self) -> int:
+        """Number of valid (x, y) pairs: n² but for ``div`` (no y = 0: p(p − 1))."""
+        from mechgrok.tasks import get_task
+
+        return len(get_task(self.name).pairs(self.p, self.degree))
+
+    @property
     def size(self) -> int:
         """The task's one size parameter: the modulus p, or the degree n of S_n (5 for S5)."""
         from mechgrok.tasks import get_task

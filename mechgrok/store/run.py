@@ -169,7 +169,7 @@ class Run:
         f = self.path / SPLIT_FILE
         if not f.is_file():
             raise RunDirError(f"run {self.id} has no {SPLIT_FILE}")
-        n = self.config.task.n ** 2
+        n = self.config.task.n_pairs  # not n²: div has no pair with y = 0
         limit = 16 * n + (1 << 16)  # two int64 lists of at most n entries, plus the header
         size = f.stat().st_size
         if size > limit:
