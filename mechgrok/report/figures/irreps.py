@@ -60,6 +60,7 @@ def irrep_similarity(run: Any) -> go.Figure:
     for i, lab in enumerate(labels):
         fig.add_scatter(x=epochs, y=z[:, i], name=text(lab), mode="lines",
                         line=dict(width=3 if lab in keys else 1.2))
+    fig.update_layout(legend=dict(orientation="v", x=1.02, y=1, xanchor="left"))
     return shade_phases(fig, d)
 
 
@@ -92,14 +93,13 @@ def irrep_variance(run: Any) -> go.Figure:
              ("unembed_var", "unembedding"))
     epoch, first = final_array(d, "irreps.embed_var", "variance explained per irrep")
     labels, keys = _irrep_labels(d, len(first))
-    fig = new_figure(f"Variance explained per irrep at epoch {epoch}", xaxis="irrep",
-                     yaxis="share of squared norm")
+    shown = [text(f"★ {lab}" if lab in keys else lab) for lab in labels]  # ★: a final key irrep
+    fig = new_figure(f"Variance explained per irrep at epoch {epoch} (★: final key irreps)",
+                     xaxis="irrep", yaxis="share of squared norm")
     for key, name in parts:
         _, v = final_array(d, f"irreps.{key}", f"{name} variance per irrep")
-        fig.add_bar(x=[text(lab) for lab in labels], y=np.asarray(v), name=name,
+        fig.add_bar(x=shown, y=np.asarray(v), name=name,
                     hovertemplate="%{x}<br>%{y:.3f}<extra>" + name + "</extra>")
-    fig.update_layout(barmode="group")
-    if keys:
-        fig.update_layout(title=text(f"Variance explained per irrep at epoch {epoch} "
-                                     f"(final key irreps: {', '.join(sorted(keys))})"))
+    fig.update_layout(barmode="group",
+                      legend=dict(orientation="v", x=1.02, y=1, xanchor="left"))
     return fig
