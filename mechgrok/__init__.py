@@ -84,7 +84,10 @@ _HOMES: dict[str, str] = {
     "MechgrokError": "mechgrok.errors",
 }
 # whole modules offered as attributes: `mechgrok.figures.fourier_final(run)`.
-_MODULES: dict[str, str] = {"figures": "mechgrok.report.figures"}
+# `mechgrok.reproduce.reproduce("nanda")`, `mechgrok.reproduce.CATALOGUE`: a package, offered
+# whole (a function of the same name would be shadowed by the subpackage once it is imported).
+_MODULES: dict[str, str] = {"figures": "mechgrok.report.figures",
+                            "reproduce": "mechgrok.reproduce"}
 
 __all__ = ["__version__", "api_module", *sorted(_HOMES), *sorted(_MODULES)]
 

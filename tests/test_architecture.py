@@ -41,7 +41,8 @@ LAYERS: dict[str, int] = {
     "probes": 6,
     "analysis": 7,
     "interop": 8, "report": 8, "sweep": 8,
-    "cli": 9,
+    "reproduce": 9,
+    "cli": 10,
 }
 TOP = {"__init__", "__main__"}  # the public API and the entry point may import anything
 

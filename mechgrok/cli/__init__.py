@@ -8,7 +8,8 @@ What lives where: :mod:`~mechgrok.cli.parser` (the grammar), :mod:`~mechgrok.cli
 config's settings as flags, derived from the config's fields), and the commands:
 :mod:`~mechgrok.cli.train` (``train``, ``run``), :mod:`~mechgrok.cli.analysis` (``probes``,
 ``analyze``, ``report``, ``compare``), :mod:`~mechgrok.cli.sweep`, :mod:`~mechgrok.cli.interop`
-(``import``, ``export``) and :mod:`~mechgrok.cli.listings` (``tasks``, ``presets``).
+(``import``, ``export``), :mod:`~mechgrok.cli.listings` (``tasks``, ``presets``) and
+:mod:`~mechgrok.cli.reproduce` (``reproduce``).
 """
 
 from __future__ import annotations

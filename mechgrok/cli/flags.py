@@ -43,6 +43,11 @@ _HELP: dict[str, tuple[str, str | None]] = {
     "task.frac_train": ("fraction of pairs in the train split", None),
     "task.data_seed": ("seed of the split", None),
     "model.kind": ("model kind", None),
+    "model.init": ("MLP initialisation: normal (N(0, 1/fan_in), biases 0) or torch (PyTorch's "
+                   "nn.Linear default, U(±1/√fan_in))", None),
+    "train.fixed_weight_norm": ("rescale all parameters to a fixed total L2 norm after every "
+                                "step (Omnigrok)", None),
+    "train.weight_norm_target": ("that norm (default: the norm at epoch 0)", "NORM"),
     "train.batch_size": ("minibatch size (default: full batch)", None),
     "train.seed": ("model initialisation seed", None),
     "train.freeze_biases": ("zero and freeze every bias", None),

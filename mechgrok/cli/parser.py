@@ -13,6 +13,7 @@ from mechgrok.cli.analysis import cmd_analyze, cmd_compare, cmd_probes, cmd_repo
 from mechgrok.cli.flags import add_settings_flags
 from mechgrok.cli.interop import cmd_export, cmd_import
 from mechgrok.cli.listings import cmd_presets, cmd_tasks
+from mechgrok.cli.reproduce import cmd_reproduce
 from mechgrok.cli.sweep import cmd_sweep
 from mechgrok.cli.train import cmd_run, cmd_train
 
@@ -61,6 +62,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="where run directories go (default checkpoints/)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     s.add_argument("--resume", metavar="RUN", help="continue an interrupted run (path or id)")
+    s.add_argument("--from", dest="from_run", metavar="RUN[@EPOCH]",
+                   help="a new run starting from RUN's checkpoint at EPOCH (default: its last), "
+                        "with RUN's config under the --config file, flags and --set (e.g. "
+                        "--frac-train 0.1); the optimiser starts fresh; the new run records RUN "
+                        "as its parent")
     _add_progress(s, helps=True)
     s.set_defaults(func=cmd_train)
 
@@ -227,6 +233,29 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_export)
 
 
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser(
+        "reproduce", help="run a paper's experiment and set its claims beside mechgrok's numbers",
+        description="With no NAME, list the catalogue: each paper, the claims it checks and how "
+                    "long each budget takes here. With NAME, train and analyse what the paper's "
+                    "experiment needs (as sweeps: relaunching resumes), judge every claim by its "
+                    "written rule, and write reports/reproduce-NAME.html. quick: minutes, at "
+                    "settings that are not the paper's; paper: the paper's settings and epochs.")
+    s.add_argument("name", metavar="NAME", nargs="?", help="the entry (default: list them)")
+    s.add_argument("--budget", choices=["quick", "paper"], default="quick",
+                   help="quick (default): minutes on a laptop CPU; paper: the paper's settings")
+    s.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: worker processes here (default); ray: one Ray task per run")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes, one torch thread each (default: the CPU count)")
+    s.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster: 'auto' or host:port (default: start a local Ray instance)")
+    s.add_argument("--out-dir", default=DEFAULT_CHECKPOINTS,
+                   help="where the sweeps go (default checkpoints/)")
+    s.add_argument("--reports-dir", default="reports", help="where the report goes")
+    s.set_defaults(func=cmd_reproduce)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="mechgrok", description="Train, probe and report on grokking.")
     p.add_argument("--version", action="version", version=f"mechgrok {_version()}")
@@ -244,4 +273,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import(sub)
     _add_export(sub)
     _add_run(sub)
+    _add_reproduce(sub)
     return p

@@ -44,13 +44,19 @@ def _print_result(res: Any) -> None:
         print(line)
 
 
-def _run_path(args: argparse.Namespace, cfg: Any) -> Path:
+def _run_path(args: argparse.Namespace, cfg: Any, default: str | None = None,
+              keep: Path | None = None) -> Path:
     """The run directory a train/run command writes: ``--out-dir/--name`` (one folder name,
-    always inside --out-dir) or the config's id; with ``--overwrite``, the mechgrok run that
-    was there is removed first (and what was removed is said)."""
+    always inside --out-dir) or ``default`` (the config's id when None); with ``--overwrite``,
+    the mechgrok run that was there is removed first (and what was removed is said), unless it
+    is ``keep`` (the run ``--from`` starts from), which is refused."""
     from mechgrok.store import remove_run_dir, run_dir
 
-    path = run_dir(args.out_dir, cfg.run_id() if args.name is None else args.name)
+    name = args.name if args.name is not None else default or cfg.run_id()
+    path = run_dir(args.out_dir, name)
+    if keep is not None and path.resolve() == keep.resolve():
+        raise MechgrokError(f"the new run's directory {path} is the run --from starts from; "
+                            f"choose another --name")
     if args.overwrite:
         removed = remove_run_dir(path)
         if removed:
@@ -105,7 +111,68 @@ def _resolve(args: argparse.Namespace, analysis: bool) -> Any:
     return cfg
 
 
+def _from_spec(spec: str) -> tuple[str, int | None]:
+    """``--from RUN`` or ``RUN@EPOCH``: (the run, the epoch or None for its last)."""
+    if "@" not in spec or Path(spec).exists():
+        return spec, None
+    run, _, epoch = spec.rpartition("@")
+    if not run or not (epoch.isascii() and epoch.isdigit()):
+        raise MechgrokError(f"--from {spec!r} must be RUN or RUN@EPOCH, with EPOCH the epoch of "
+                            f"one of RUN's checkpoints (a non-negative integer)")
+    return run, int(epoch)
+
+
+def _from_layers(parent_cfg: Any, file: str | None) -> dict[str, Any]:
+    """The parent's config with the ``--config`` file's sections layered over it (a file that
+    names another preset, or another model kind, replaces what it names)."""
+    from mechgrok.config import load_config_file
+
+    base = parent_cfg.to_dict()
+    if file is None:
+        return base
+    over = load_config_file(file)
+    if over.get("preset", base["preset"]) != base["preset"]:
+        raise MechgrokError(f"--from takes its settings from the parent run's config (preset "
+                            f"{base['preset']}); the --config file's preset "
+                            f"{over['preset']!r} cannot apply: drop it")
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and v.get(
+                "kind", base[k].get("kind")) == base[k].get("kind"):
+            base[k] = {**base[k], **v}
+        else:
+            base[k] = v
+    return base
+
+
+def _train_from(args: argparse.Namespace) -> int:
+    """``train --from RUN[@EPOCH]``: a new run whose weights start from RUN's checkpoint, with
+    RUN's config under the command line's settings; a fresh optimiser."""
+    from mechgrok.config import resolve_config
+    from mechgrok.resources import check_memory
+    from mechgrok.store import Run, resolve_run_path
+
+    if args.resume or args.preset:
+        raise MechgrokError(f"--from starts a new run from RUN's config.json and checkpoint; "
+                            f"drop --{'resume' if args.resume else 'preset'} (change settings "
+                            f"with flags, --set or --config)")
+    spec, epoch = _from_spec(args.from_run)
+    parent = Run(resolve_run_path(spec, args.out_dir))
+    ck = parent.checkpoint(epoch)
+    cfg = resolve_config(None, _from_layers(parent.config, args.config), overrides(args))
+    check_memory(cfg)
+    path = _run_path(args, cfg, f"{cfg.run_id()}-from-e{ck.epoch}-{ck.sha256[:8]}", parent.path)
+    from mechgrok.training import train
+
+    res = train(cfg, path, progress=args.progress, from_run=parent, from_epoch=ck.epoch)
+    print(f"started from run {parent.id} at epoch {ck.epoch} (checkpoint sha256 "
+          f"{ck.sha256[:12]}…), with a fresh optimiser state")
+    _print_result(res)
+    return _check_diverged(res)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.from_run:
+        return _train_from(args)
     if args.resume:
         return _resume(args)
     cfg = _resolve(args, analysis=False)

@@ -161,8 +161,11 @@ class MLPConfig(Section):
 
     ``embed='learned'``: a learned embedding of width ``d_embed`` per operand; ``'onehot'``: the
     one-hot vectors themselves (Prieto's homogeneous MLP). ``combine`` concatenates the two
-    operand vectors or sums them (Zhong's linear models). ``init_scale`` multiplies every weight at
-    initialisation (Omnigrok's α).
+    operand vectors or sums them (Zhong's linear models). ``init`` draws the initial parameters:
+    ``'normal'`` weights N(0, 1/fan_in) and biases 0 (mechgrok's own), ``'torch'`` what PyTorch's
+    default ``nn.Linear`` draws, weight and bias uniform(±1/√fan_in) (Prieto et al.'s code); the
+    learned embedding is N(0, 1) either way, as ``nn.Embedding``'s. ``init_scale`` multiplies
+    every parameter drawn at random (Omnigrok's α).
     """
 
     section = "model"
@@ -174,6 +177,7 @@ class MLPConfig(Section):
     act: Literal["relu", "gelu"] = "relu"
     bias: bool = True
     init_scale: float = 1.0
+    init: Literal["normal", "torch"] = "normal"
 
     def __post_init__(self) -> None:
         check(self.embed in ("learned", "onehot"),
@@ -192,6 +196,17 @@ class MLPConfig(Section):
         check(isinstance(self.bias, bool), "model.bias must be true or false")
         check(is_num(self.init_scale) and self.init_scale > 0,
               f"model.init_scale must be positive, got {self.init_scale!r}")
+        check(self.init in ("normal", "torch"),
+              f"model.init must be 'normal' or 'torch', got {short(self.init)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a table, ``init`` only when it is not ``'normal'``: without it a
+        config says what every config written before the setting existed says, so those runs'
+        ``config.json`` and analysis records stay as they are."""
+        out = super().to_dict()
+        if out["init"] == "normal":
+            del out["init"]
+        return out
 
 
 ModelConfig = TransformerConfig | MLPConfig

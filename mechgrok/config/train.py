@@ -33,6 +33,12 @@ class TrainConfig(Section):
     one optimiser step. Checkpoints are written every ``checkpoint_every`` epochs, every
     ``dense_every`` epochs before ``dense_until``, at epoch 0 (the initialisation) and at the end.
     ``stop_after_grok = k`` stops once test accuracy has been ≥ 99 % at k evaluations in a row.
+
+    ``fixed_weight_norm`` trains at a fixed total weight norm (Liu et al. 2023, Omnigrok's
+    constrained runs): after every optimiser step all parameters are multiplied by one number so
+    that their total L2 norm √(Σ_tensors ‖θ‖²) is ``weight_norm_target``, or, when that is none,
+    the norm of the run's own weights at epoch 0 (its initialisation with ``model.init_scale``,
+    or the checkpoint a ``train --from`` run starts from). Epoch 0 itself is not rescaled.
     """
 
     section = "train"
@@ -62,6 +68,9 @@ class TrainConfig(Section):
     grokfast_alpha: float = 0.98
     grokfast_lamb: float | None = None  # None: 2.0 for ema, 5.0 for ma (Lee et al.'s defaults)
     grokfast_window: int = 100
+    # Omnigrok's constrained training: the total weight norm held fixed after every step
+    fixed_weight_norm: bool = False
+    weight_norm_target: float | None = None  # None: the norm at epoch 0
     # checkpoint economy, for sweeps of hundreds of runs (docs/benchmarks.md measures both):
     # "log" puts checkpoints_per_decade checkpoints in each decade of epochs (snapped up to
     # multiples of dense_every) instead of one every checkpoint_every; "float16"/"bfloat16" store
@@ -70,6 +79,17 @@ class TrainConfig(Section):
     checkpoint_schedule: Literal["linear", "log"] = "linear"
     checkpoints_per_decade: int = 40
     checkpoint_precision: Literal["exact", "float16", "bfloat16"] = "exact"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a table; ``fixed_weight_norm`` and ``weight_norm_target`` only when
+        the norm is fixed: without them a config says what every config written before they
+        existed says, so those runs' ``config.json`` and analysis records stay as they are."""
+        out = super().to_dict()
+        if not out["fixed_weight_norm"]:
+            del out["fixed_weight_norm"]
+        if out["weight_norm_target"] is None:
+            del out["weight_norm_target"]
+        return out
 
     def grokfast_lambda(self) -> float:
         if self.grokfast_lamb is not None:
@@ -92,6 +112,15 @@ class TrainConfig(Section):
         check(is_int(self.grokfast_window) and 1 <= self.grokfast_window <= MAX_SIZE,
               f"train.grokfast_window must be a positive integer (a number of steps), "
               f"got {self.grokfast_window!r}")
+        check(isinstance(self.fixed_weight_norm, bool),
+              "train.fixed_weight_norm must be true or false")
+        check(self.weight_norm_target is None or (is_num(self.weight_norm_target)
+                                                   and self.weight_norm_target > 0),
+              f"train.weight_norm_target must be a positive number (a total L2 norm) or none "
+              f"(the norm at epoch 0), got {short(self.weight_norm_target)}")
+        check(self.weight_norm_target is None or self.fixed_weight_norm,
+              "train.weight_norm_target is the norm train.fixed_weight_norm holds; set "
+              "train.fixed_weight_norm = true as well, or leave the target out")
         check(is_int(self.epochs) and 1 <= self.epochs <= MAX_SIZE,
               f"train.epochs must be a positive integer (at most {MAX_SIZE}), "
               f"got {short(self.epochs)}")
@@ -181,11 +210,15 @@ def log_checkpoint_epochs(epochs: int, per_decade: int, snap: int) -> frozenset[
 
 #: fields added to the saved config after schema version 1 was fixed, with the value that says
 #: exactly what a run saved without them did: filled in when a saved config lacks them, and left
-#: out of the run id while they have that value (so ids of runs written before stay the same)
+#: out of the run id while they have that value (so ids of runs written before stay the same).
+#: ``task.degree``, ``model.init`` and the fixed weight norm's fields are also left out of
+#: ``to_dict`` (so of ``config.json``) at that value; the checkpoint fields are written
 ADDED_FIELDS: dict[str, dict[str, Any]] = {
     "task": {"degree": None},  # S_n's n for the symmetric tasks; None: 5, all there was before
+    "model": {"init": "normal"},  # the MLP's initialisation (issue 14); the transformer has none
     "train": {"checkpoint_schedule": "linear", "checkpoints_per_decade": 40,
-              "checkpoint_precision": "exact"},
+              "checkpoint_precision": "exact", "fixed_weight_norm": False,
+              "weight_norm_target": None},
 }
 
 

@@ -11,8 +11,17 @@ is ignored, so the same dataset tensors feed both model kinds). Hook names:
 
 Parameters: ``embed.W_E (n, d_embed)`` (learned only), ``layers.{i}.W (d_in, width)``,
 ``layers.{i}.b``, ``unembed.W_U (width, n)``, ``unembed.b_U`` (biases only when ``bias=True``).
-Init: weights ~ N(0, 1/fan_in), the learned embedding ~ N(0, 1) (as ``nn.Embedding``), biases 0;
-``init_scale`` multiplies every weight (Omnigrok's α).
+Init (``model.init``): ``'normal'`` (the default) weights ~ N(0, 1/fan_in), biases 0;
+``'torch'`` what PyTorch's default ``nn.Linear.reset_parameters`` does, as Prieto et al.'s code
+trains it: ``kaiming_uniform_(a=√5)``, i.e. weights ~ U(±1/√fan_in), and biases ~ U(±1/√fan_in),
+drawn in ``nn.Linear``'s order and layout (weight ``(d_out, d_in)``, then bias; mechgrok stores the
+weight transposed). The learned embedding is N(0, 1) either way (``nn.Embedding``'s default).
+Every draw comes from the run's seeded generator, in float64 (so a seed gives the same model in
+every dtype: the values are those of a float64 ``nn.Linear`` reset from the same generator state,
+not a float32 one's, whose draws differ), in parameter order. ``init_scale``
+multiplies every parameter drawn (Omnigrok's α). The transformer has no ``init`` choice: PyTorch
+has no one default for it (``nn.MultiheadAttention`` draws its input projections Xavier-uniform,
+its output ``nn.Linear`` Kaiming-uniform) and mechgrok's follows Nanda's hand-written init.
 
 Fast path: the first layer's pre-activation is a sum of two gathered rows,
 ``T_x[x] + T_y[y] + b`` with tables ``T = W_E @ W`` of n rows, instead of a (batch, d_in) matmul.
@@ -33,6 +42,28 @@ from mechgrok.config import MLPConfig
 from mechgrok.models.base import Embed, HookedModel, Unembed, init_normal_
 
 __all__ = ["Dense", "MLPModel"]
+
+
+def _init_linear_weight_(w: Tensor, scale: float, gen: torch.Generator) -> Tensor:
+    """Fill ``w`` ``(d_in, d_out)`` in place as ``nn.Linear(d_in, d_out).reset_parameters``
+    fills its weight ``(d_out, d_in)`` (``kaiming_uniform_(a=√5)``: U(±1/√d_in)), drawn from
+    ``gen`` in float64 in that layout, transposed, times ``scale``."""
+    t = torch.empty(w.shape[1], w.shape[0], dtype=torch.float64)
+    nn.init.kaiming_uniform_(t, a=math.sqrt(5), generator=gen)
+    with torch.no_grad():
+        w.copy_((t.T * scale).to(w.dtype))
+    return w
+
+
+def _init_linear_bias_(b: Tensor, fan_in: int, scale: float, gen: torch.Generator) -> Tensor:
+    """Fill ``b`` in place as ``nn.Linear(fan_in, …).reset_parameters`` fills its bias
+    (U(±1/√fan_in)), drawn from ``gen`` in float64, times ``scale``."""
+    bound = 1 / math.sqrt(fan_in)
+    u = torch.empty(b.shape, dtype=torch.float64)
+    nn.init.uniform_(u, -bound, bound, generator=gen)
+    with torch.no_grad():
+        b.copy_((u * scale).to(b.dtype))
+    return b
 
 
 class Dense(nn.Module):
@@ -79,11 +110,19 @@ class MLPModel(HookedModel):
     def reset_parameters(self, seed: int) -> None:
         gen = torch.Generator().manual_seed(seed)
         s = self.cfg.init_scale
+        torch_init = self.cfg.init == "torch"
+        fan_in = 0  # of the weight just drawn: its bias follows it in parameter order
         for name, p in self.named_parameters():
             if name == "embed.W_E":
                 init_normal_(p, s, gen)
             elif p.ndim == 2:
-                init_normal_(p, s / math.sqrt(p.shape[0]), gen)
+                fan_in = p.shape[0]
+                if torch_init:
+                    _init_linear_weight_(p, s, gen)
+                else:
+                    init_normal_(p, s / math.sqrt(fan_in), gen)
+            elif torch_init:
+                _init_linear_bias_(p, fan_in, s, gen)
             else:
                 nn.init.zeros_(p)
 

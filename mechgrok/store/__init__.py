@@ -61,13 +61,21 @@ from mechgrok.store.manifest import (
     FINAL_STATUSES,
     MANIFEST_KIND,
     MANIFEST_SCHEMA_VERSION,
+    PARENT_KEYS,
     REDUCED_DTYPES,
     CheckpointInfo,
     is_final,
     validate_manifest,
 )
 from mechgrok.store.ownership import is_run_dir, remove_run_dir
-from mechgrok.store.run import IMPORT_KIND, METRIC_NUMBERS, Run, read_metrics, read_saved_config
+from mechgrok.store.run import (
+    IMPORT_KIND,
+    METRIC_NUMBERS,
+    Run,
+    parent_record,
+    read_metrics,
+    read_saved_config,
+)
 from mechgrok.store.writer import RunWriter, existing_run
 
 __all__ = [
@@ -88,6 +96,7 @@ __all__ = [
     "METRICS_FILE",
     "METRIC_NUMBERS",
     "NAME_RE",
+    "PARENT_KEYS",
     "REDUCED_DTYPES",
     "RESUME_PREFIX",
     "SPLIT_FILE",
@@ -113,6 +122,7 @@ __all__ = [
     "manifest_path",
     "measures_path",
     "package_versions",
+    "parent_record",
     "read_metrics",
     "read_saved_config",
     "read_verified",

@@ -1,4 +1,5 @@
-"""A run's ``manifest.json``: its status, every checkpoint, the resume file, the split's hash.
+"""A run's ``manifest.json``: its status, every checkpoint, the resume file, the split's hash,
+and, for a run started from another run's checkpoint (``train --from``), that ``parent``.
 
 Also the one definition of a run's status (:func:`is_final`): ``finished``, ``grokked`` and
 ``diverged`` runs are final, and nothing (``mechgrok run``, ``train --resume``, a sweep, the
@@ -21,6 +22,7 @@ __all__ = [
     "FINAL_STATUSES",
     "MANIFEST_KIND",
     "MANIFEST_SCHEMA_VERSION",
+    "PARENT_KEYS",
     "REDUCED_DTYPES",
     "CheckpointInfo",
     "is_final",
@@ -34,6 +36,8 @@ FINAL_STATUSES = ("finished", "grokked", "diverged")
 #: the resume file's copy of the exact weights, when the checkpoint beside it is stored reduced
 EXACT_PREFIX = "model."
 REDUCED_DTYPES = ("float16", "bfloat16")
+#: the manifest's optional ``parent`` entry (a run started with ``train --from``)
+PARENT_KEYS = ("run_id", "path", "epoch", "step", "sha256", "precision")
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -119,6 +123,24 @@ def _check_checkpoints(cks: list[Any], path: Path, run_path: Path) -> None:
         _inside(run_path, c["file"], f"checkpoint entry {i}", path)
 
 
+def _check_parent(p: Any, path: Path) -> None:
+    """The optional ``parent`` entry of a run started from another run's checkpoint (``train
+    --from``): run id, path, epoch, step, the checkpoint's SHA-256 and precision."""
+    if not isinstance(p, dict):
+        raise RunDirError(f"{path}: parent is not a JSON object")
+    missing = [k for k in PARENT_KEYS if k not in p]
+    if missing:
+        raise RunDirError(f"{path}: parent has no {', '.join(missing)}")
+    for k in ("run_id", "path", "precision"):
+        if not isinstance(p[k], str):
+            raise RunDirError(f"{path}: parent {k} is {p[k]!r:.60}, not a string")
+    for k in ("epoch", "step"):
+        if not is_nonneg_int(p[k]):
+            raise RunDirError(f"{path}: parent {k} is {p[k]!r:.60}, not a non-negative integer")
+    if not isinstance(p["sha256"], str) or not _SHA_RE.match(p["sha256"]):
+        raise RunDirError(f"{path}: parent sha256 is {p['sha256']!r:.60}, not 64 hex digits")
+
+
 def validate_manifest(manifest: dict[str, Any], path: Path, run_path: Path) -> None:
     """Refuse a manifest whose entries are missing, mistyped or point outside the run (one line,
     naming the file). Every path the manifest names is confined to the run directory."""
@@ -138,6 +160,8 @@ def validate_manifest(manifest: dict[str, Any], path: Path, run_path: Path) -> N
     if not isinstance(cks, list):
         raise RunDirError(f"{path}: checkpoints is missing or not a list")
     _check_checkpoints(cks, path, run_path)
+    if "parent" in manifest:
+        _check_parent(manifest["parent"], path)
     r = manifest.get("resume")
     if r is not None:
         _check_entry(r, path, "the resume entry", RESUME_FILE_RE,

@@ -4,7 +4,9 @@
 
 * ``config.json``: the fully resolved :class:`~mechgrok.config.RunConfig` (kind, schema version);
 * ``manifest.json``: status, every checkpoint (epoch, step, file, size, SHA-256), the resume file,
-  the split's SHA-256, package versions;
+  the split's SHA-256, package versions; for a run started from another run's checkpoint
+  (``train --from``) its ``parent`` (run id, path, epoch, step, the checkpoint's SHA-256 and
+  precision: :func:`parent_record`; absent otherwise, and from every run written before it);
 * ``split.safetensors``: the train and test indices into the task's row-major pair list;
 * ``metrics.jsonl``: one JSON object per evaluation (epoch, step, losses, accuracies, weight norm);
 * ``ckpt/epoch_NNNNNNN.safetensors``: model parameters after that many epochs (tensors only);
@@ -55,7 +57,8 @@ from mechgrok.store.manifest import (
     validate_manifest,
 )
 
-__all__ = ["IMPORT_KIND", "METRIC_NUMBERS", "Run", "read_metrics", "read_saved_config"]
+__all__ = ["IMPORT_KIND", "METRIC_NUMBERS", "Run", "parent_record", "read_metrics",
+           "read_saved_config"]
 
 IMPORT_KIND = "mechgrok.import"
 METRIC_NUMBERS = ("train_loss", "test_loss", "train_acc", "test_acc")
@@ -93,6 +96,13 @@ class Run:
         """Whether the run has ended (finished, grokked or diverged) and is not to be trained
         further (:func:`mechgrok.store.is_final`, the one definition)."""
         return is_final(self.status)
+
+    @property
+    def parent(self) -> dict[str, Any] | None:
+        """The checkpoint this run started from (``train --from``), as :func:`parent_record`
+        wrote it; None for a run trained from its own initialisation."""
+        p = self.manifest.get("parent")
+        return dict(p) if isinstance(p, dict) else None
 
     def checkpoints(self) -> list[CheckpointInfo]:
         return [CheckpointInfo(**c) for c in self.manifest.get("checkpoints", [])]
@@ -198,6 +208,13 @@ class Run:
             raise CheckpointError(f"{self.path / SPLIT_FILE} does not match the manifest's split "
                                   f"hash; the run directory was altered")
         return data
+
+
+def parent_record(run: Run, ck: CheckpointInfo) -> dict[str, Any]:
+    """What a run started from ``run``'s checkpoint ``ck`` records as its manifest's ``parent``:
+    the run's id and absolute path, the checkpoint's epoch, step, SHA-256 and precision."""
+    return {"run_id": run.id, "path": str(run.path.resolve()), "epoch": ck.epoch,
+            "step": ck.step, "sha256": ck.sha256, "precision": ck.precision}
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -99,14 +99,16 @@ class RunWriter:
 
     @classmethod
     def create(cls, path: Path, config: RunConfig, split_tensors: dict[str, Any],
-               split_sha256: str, fill: Callable[[RunWriter], None] | None = None) -> RunWriter:
+               split_sha256: str, fill: Callable[[RunWriter], None] | None = None,
+               parent: dict[str, Any] | None = None) -> RunWriter:
         """A new run directory at ``path`` (absent, empty, or killed before its first manifest).
 
         The directory is built under a temporary name beside ``path`` (config, split, manifest)
         and renamed into place, so ``path`` never holds a run without its manifest. ``fill``, when
         given, writes the rest of the run (``mechgrok import``: every checkpoint, the metrics, the
         final manifest) into the temporary directory before the rename, so the run appears whole
-        or not at all."""
+        or not at all. ``parent``: the manifest's ``parent`` entry of a run started from another
+        run's checkpoint (:func:`~mechgrok.store.parent_record`)."""
         path = Path(path)
         if existing_run(path) is not None:
             raise RunDirError(
@@ -122,13 +124,14 @@ class RunWriter:
             fd = cls._lock(build)
             atomic_write_json(build / CONFIG_FILE, config.to_dict())
             atomic_write_bytes(build / SPLIT_FILE, tensors_to_bytes(split_tensors))
-            manifest = {
+            manifest: dict[str, Any] = {
                 "kind": MANIFEST_KIND,
                 "schema_version": MANIFEST_SCHEMA_VERSION,
                 "run_id": path.name,
                 "status": "running",
                 "split_sha256": split_sha256,
                 "versions": package_versions(),
+                **({"parent": dict(parent)} if parent is not None else {}),
                 "checkpoints": [],
                 "resume": None,
             }

@@ -32,11 +32,12 @@ from typing import Any
 import torch
 
 from mechgrok.config import RunConfig, TrainConfig
-from mechgrok.errors import MechgrokError, RunDirError
+from mechgrok.errors import ConfigError, MechgrokError, RunDirError
 from mechgrok.resources import check_memory
 from mechgrok.store import CONFIG_FILE, Run, RunWriter
 from mechgrok.tasks import TaskData
 from mechgrok.training.optim import lr_at
+from mechgrok.training.parent import parent_start
 from mechgrok.training.parts import dataset_tensors, evaluate, torch_threads
 from mechgrok.training.stepper import Stepper
 
@@ -75,15 +76,26 @@ class TrainResult:
 
 def train(cfg: RunConfig, path: str | Path, *, progress: bool | None = None,
           on_eval: Callable[[dict[str, Any]], None] | None = None,
-          threads: int | None = None) -> TrainResult:
+          threads: int | None = None, from_run: str | Path | Run | None = None,
+          from_epoch: int | None = None) -> TrainResult:
     """Train a new run into ``path`` (which must not exist, be empty, or hold a run killed before
-    its first manifest, which is started again)."""
+    its first manifest, which is started again).
+
+    ``from_run``: start from that run's checkpoint at ``from_epoch`` (its last when None) instead
+    of ``cfg``'s initialisation, with a fresh optimiser; the new run's manifest names it
+    (:mod:`mechgrok.training.parent`, ``mechgrok train --from RUN[@EPOCH]``)."""
     check_memory(cfg)  # refuse what this machine cannot hold before anything is created
+    start = None
+    if from_run is not None:
+        start = parent_start(from_run, from_epoch, cfg)  # checked before anything is created
+    elif from_epoch is not None:
+        raise ConfigError("from_epoch names a checkpoint of from_run; give from_run as well")
     data = cfg.task.dataset()
     split = {"train_idx": torch.from_numpy(data.train_idx), "test_idx": torch.from_numpy(data.test_idx)}
-    writer = RunWriter.create(Path(path), cfg, split, data.split_sha256())
+    writer = RunWriter.create(Path(path), cfg, split, data.split_sha256(),
+                              parent=start.record if start is not None else None)
     return _run(cfg, data, writer, resumed=False, progress=progress, on_eval=on_eval,
-                threads=threads)
+                threads=threads, start_state=start.state if start is not None else None)
 
 
 def resume(path: str | Path, *, progress: bool | None = None,
@@ -122,7 +134,8 @@ def resume(path: str | Path, *, progress: bool | None = None,
 
 def _run(cfg: RunConfig, data: TaskData, writer: RunWriter, *, resumed: bool,
          progress: bool | None, on_eval: Callable[[dict[str, Any]], None] | None,
-         threads: int | None = None) -> TrainResult:
+         threads: int | None = None,
+         start_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
     from mechgrok.errors import DiskFullError
     from mechgrok.training.single import SingleStepper
 
@@ -134,7 +147,7 @@ def _run(cfg: RunConfig, data: TaskData, writer: RunWriter, *, resumed: bool,
 
     with torch_threads(threads or cfg.train.threads):
         try:
-            stepper = SingleStepper(cfg, data, writer, resumed)
+            stepper = SingleStepper(cfg, data, writer, resumed, start_state)
             return run_loop(stepper, [writer], cfg.train, resumed=resumed, progress=progress,
                             desc=writer.path.name[:40], postfix=_postfix, interrupted=interrupted,
                             on_eval=on_eval)[0]

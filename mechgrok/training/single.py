@@ -3,8 +3,10 @@
 :class:`SingleStepper` is what :func:`mechgrok.training.train` and
 :func:`mechgrok.training.resume` hand to :func:`mechgrok.training.loop.run_loop` (a loop of
 K = 1 models). The model trains on its fast path (``forward_last``); ⊥Grad wraps the optimiser,
-the Grokfast filter runs between ``backward()`` and the optimiser step; minibatches are drawn
-from the run's own shuffling generator, one ``randperm`` per epoch.
+the Grokfast filter runs between ``backward()`` and the optimiser step, the fixed weight norm
+(:mod:`~mechgrok.training.norm`) after it; minibatches are drawn from the run's own shuffling
+generator, one ``randperm`` per epoch. A new run starts from its config's initialisation, or
+from given weights (``start``: the checkpoint ``train --from`` names) with a fresh optimiser.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from mechgrok.stability import OrthoGrad
 from mechgrok.store import RunWriter
 from mechgrok.tasks import TaskData
 from mechgrok.training.losses import loss_function
+from mechgrok.training.norm import rescale_to_norm_, start_norm, total_norm, weight_norm_target
 from mechgrok.training.optim import (
     load_optimizer_state,
     lr_at,
@@ -31,6 +34,7 @@ from mechgrok.training.parts import (
     batch_geometry,
     dataset_tensors,
     evaluate,
+    freeze_biases,
     make_grokfast,
     read_resume_checked,
     trained_model,
@@ -42,15 +46,25 @@ __all__ = ["SingleStepper"]
 
 class SingleStepper:
     """One run's model, optimiser, Grokfast filter and shuffling generator, built from ``cfg``
-    (and, for a resumed run, restored from ``writer``'s last checkpoint: :attr:`start`)."""
+    (and, for a resumed run, restored from ``writer``'s last checkpoint: :attr:`start`). A new
+    run's weights are ``start_state`` when given (checked by the caller against what ``cfg``
+    builds; frozen biases are zeroed again), else ``cfg``'s initialisation."""
 
-    def __init__(self, cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool):
+    def __init__(self, cfg: RunConfig, data: TaskData, writer: RunWriter, resumed: bool,
+                 start_state: dict[str, Tensor] | None = None):
         self.tc = tc = cfg.train
         t = dataset_tensors(data)
         self.train_x, self.train_y = t["train_x"], t["train_y"]
         self.test_x, self.test_y = t["test_x"], t["test_y"]
         self.batch, self.steps_per_epoch, self.full_batch = batch_geometry(tc, len(self.train_x))
         self.model, params = trained_model(cfg)
+        if start_state is not None and not resumed:
+            self.model.load_state_dict(start_state)
+            if tc.freeze_biases:
+                freeze_biases(self.model)
+        self.params = params
+        self.norm_target = weight_norm_target(
+            tc, (lambda: start_norm(writer, cfg)) if resumed else (lambda: total_norm(params)))
         opt = make_optimizer(params, tc)
         if tc.orthograd:  # ⊥Grad around the optimiser, which keeps its own betas and eps
             opt = OrthoGrad(opt)
@@ -90,6 +104,8 @@ class SingleStepper:
             if self.gfilter is not None:
                 self.gfilter.apply()
             self.opt.step()
+            if self.norm_target is not None:
+                rescale_to_norm_(self.params, self.norm_target)
             step += 1
         return step
 

@@ -21,7 +21,8 @@ Design
   loop. ``freeze_biases`` zeroes the biases and leaves them out of the optimiser, so the
   optimiser's parameter indices are those of a normal run. ⊥Grad is applied per seed
   (:func:`~mechgrok.training.stacked.orthogonalize_stacked_`); Grokfast EMA and MA are
-  element-wise, so the library filters on the stacked tensors are per seed.
+  element-wise, so the library filters on the stacked tensors are per seed. A fixed weight norm
+  (:mod:`~mechgrok.training.norm`) rescales each seed's slice to its own target after the step.
 * **Minibatches.** Seed k shuffles with its own generator, drawing one ``randperm`` per epoch as
   a separate run does, so its batch order is a separate run's; the vmap then runs over
   (parameters, tokens, labels).
@@ -80,6 +81,7 @@ from mechgrok.store import RunWriter
 from mechgrok.tasks import TaskData
 from mechgrok.training.loop import TrainResult, run_loop
 from mechgrok.training.losses import cross_entropy, loss_function
+from mechgrok.training.norm import rescale_to_norm_, start_norm, total_norm, weight_norm_target
 from mechgrok.training.optim import lr_at, make_optimizer, optimizer_state_tensors, set_lr
 from mechgrok.training.parts import (
     SHUFFLE_SEED_OFFSET,
@@ -200,6 +202,7 @@ class _BatchedStepper:
         self.shuffles = [torch.Generator().manual_seed(c.train.seed + SHUFFLE_SEED_OFFSET)
                          for c in cfgs]
         self.start = Start.new(self.k)
+        self.norm_targets = _norm_targets(cfgs, writers, m, resumed)
         if resumed:
             self.start = restore_stacked(writers, cfgs, m, self.opt, self.gfilter, self.shuffles)
         fast = FastPath(m.base)
@@ -234,6 +237,8 @@ class _BatchedStepper:
             if tc.orthograd:  # as OrthoGrad.step: project, then the base optimiser's step
                 orthogonalize_stacked_(self.models.params)
             self.opt.step()
+            if self.norm_targets is not None:
+                rescale_to_norm_(self.models.params, self.norm_targets)
             step += 1
         return step
 
@@ -267,3 +272,20 @@ class _BatchedStepper:
             rstate["rng.shuffle"] = self.shuffles[k].get_state()
             rstate.update(grokfast_slice(gf_state, k))
             yield self.models.state(k), rstate
+
+
+def _norm_targets(cfgs: list[RunConfig], writers: list[RunWriter], models: StackedModels,
+                  resumed: bool) -> Tensor | None:
+    """Each seed's fixed total weight norm, float64 ``(K,)`` (None when the norm is free): what
+    a separate run of it holds, taken from its slice at epoch 0 (its epoch-0 checkpoint when
+    resumed) unless ``train.weight_norm_target`` names it."""
+    targets = []
+    for k, (cfg, w) in enumerate(zip(cfgs, writers)):
+        def at_start(k: int = k, cfg: RunConfig = cfg, w: RunWriter = w) -> float:
+            if resumed:
+                return start_norm(w, cfg)
+            return total_norm(p[k] for p in models.params)
+        targets.append(weight_norm_target(cfg.train, at_start))
+    if targets[0] is None:
+        return None
+    return torch.tensor(targets, dtype=torch.float64)
