@@ -62,6 +62,39 @@ def count_forwards() -> dict[str, int]:
     return counter
 
 
+def probe_costs(run: Run, n_checkpoints: int = 25, rounds: int = 3) -> dict[str, float]:
+    """Seconds per checkpoint of the shared all-pairs forward and of each probe, measured in
+    this process on ``n_checkpoints`` checkpoints spread over the run, every probe timed right
+    after the others on the same checkpoint (so the machine's load hits them alike), best of
+    ``rounds``. The probes' own costs add up to the analysis' compute; loading and writing are
+    the same whatever the probes."""
+    from mechgrok.analysis.compute import run_one
+    from mechgrok.analysis.context import run_context
+    from mechgrok.probes.base import CheckpointContext
+    from mechgrok.report.data import thin
+
+    ctx_run = run_context(run)
+    probes = [p for p in registry().values() if p.applies(ctx_run) is None]  # as analyze does
+    ctx_run.final_key_frequencies()  # once per analysis: not a per-checkpoint cost
+    cks = thin(run.checkpoints(), n_checkpoints)
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        spent = {name: 0.0 for name in ["all-pairs forward", *(p.name for p in probes)]}
+        for ck in cks:
+            model = run.load_model(ck)
+            ctx = CheckpointContext(ctx_run, ck, model)
+            t = time.perf_counter()
+            ctx.all_pairs()
+            spent["all-pairs forward"] += time.perf_counter() - t
+            for p in probes:
+                t = time.perf_counter()
+                run_one(p, ctx)
+                spent[p.name] += time.perf_counter() - t
+        for k, v in spent.items():
+            best[k] = min(best.get(k, float("inf")), v / len(cks))
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", help="an existing run directory to analyse (default: train one)")
@@ -70,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=500)
     ap.add_argument("--checkpoint-every", type=int, default=2)
     ap.add_argument("--no-per-probe", dest="per_probe", action="store_false")
+    ap.add_argument("--costs-only", action="store_true", help="only the interleaved per-probe "
+                    "costs (the robust figure on a shared machine), not the end-to-end timings")
     ap.add_argument("--workers", default="1,2",
                     help="worker counts to time all probes with, in this one run (default 1,2)")
     args = ap.parse_args(argv)
@@ -92,6 +127,19 @@ def main(argv: list[str] | None = None) -> int:
         n_ck = len(run.checkpoints())
         print(f"run: {run.config.task.name} p={run.config.task.p}, {n_ck} checkpoints"
               + (f" (trained in {train_s:.1f} s)" if train_s else ""))
+        costs = probe_costs(run)
+        new = {"irreps", "spectrum2d"}
+        base = sum(v for k, v in costs.items() if k not in new)
+        extra = sum(v for k, v in costs.items() if k in new)
+        print("per checkpoint, interleaved, best of 3 over 25 checkpoints: " + ", ".join(
+            f"{k} {1000 * v:.0f} ms" for k, v in costs.items()))
+        print(f"issue 13's probes (irreps, spectrum2d): {1000 * extra:.0f} ms on top of "
+              f"{1000 * base:.0f} ms per checkpoint: +{100 * extra / base:.0f} % (target ≤ 30 %)")
+        if args.costs_only:
+            print(json.dumps({"benchmark": "analyze_throughput", "preset": args.preset,
+                              "checkpoints": n_ck, "probe_costs_seconds": costs,
+                              "issue13_overhead": extra / base}))
+            return 0
         counter = count_forwards()
         load0 = os.getloadavg()[0]
         by_workers: dict[int, float] = {}

@@ -197,18 +197,24 @@ def test_hand_built_s5_model_through_the_standard_irrep(s5_results: dict[str, An
     assert "irreps probe" in s5_results["key_freqs"]["n/a"]
 
 
-def test_irreps_probe_on_mul_reads_z_p_star(tmp_path: Path) -> None:
+def test_z_p_star_irreps_are_its_frequencies_by_discrete_log() -> None:
     """On Z_p* the irreps are the frequencies over Z_{p−1} by discrete log: the hand-built log
-    clock of test_group_fourier has exactly its frequency as key irrep."""
+    clock of test_group_fourier has exactly its frequency as key irrep, and removing it leaves
+    the uniform loss. The irreps probe leaves such runs to the Fourier probes (same numbers)."""
     from tests.test_group_fourier import LogClock
 
-    res = analyze_model(LogClock(31, 7, 300.0, "add"), "mul", 31, probes=["irreps"])
-    r = res["irreps"]
-    names = [x.name for x in irreps("Z31*")]
-    assert [names[i] for i in np.flatnonzero(r["final_key"])] == ["k=7"]
-    assert [names[i] for i in np.flatnonzero(r["key"])] == ["k=7"]
+    g = group("Z31*")
+    model = LogClock(31, 7, 300.0, "add")
+    tokens = torch.tensor([[x, y, 31] for x in range(1, 31) for y in range(1, 31)])
+    with torch.no_grad():
+        L = model(tokens).numpy()
+    labels = (tokens[:, 0] * tokens[:, 1] % 31).numpy()
+    assert key_irreps(logit_similarities(L[:, 1:], g)) == ["k=7"]  # classes 1 … 30
+    r = restricted_and_excluded(L, labels, g, ["k=7"])
     assert r["excluded_loss"] == pytest.approx(math.log(31), rel=1e-9)
-    assert r["embed_var"][names.index("k=7")] == pytest.approx(1.0, abs=1e-9)
+    assert r["restricted_loss"] == pytest.approx(cross_entropy(L, labels), rel=1e-9, abs=1e-12)
+    res = analyze_model(model, "mul", 31, probes=["irreps"])
+    assert "Fourier probes read them" in res["irreps"]["n/a"]
 
 
 def test_irreps_probe_does_not_apply_without_a_group() -> None:

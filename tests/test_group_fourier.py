@@ -122,7 +122,7 @@ def test_a_trained_div_or_mul_run_is_analysed_in_z_p_star(task: str, tmp_path) -
     train(cfg, tmp_path / "r", progress=False)
     res = analyze(tmp_path / "r", progress=False)
     assert not res.errors, res.errors
-    assert res.not_applicable.keys() == {"clock_pizza", "spectrum2d"}
+    assert res.not_applicable.keys() == {"clock_pizza", "spectrum2d", "irreps"}
     last = measures_table(tmp_path / "r")[-1]
     assert last["key_freqs.status"] == "ok" and last["fourier_embed.top_freq"] <= 5  # Z_10
     assert len(res.run.dataset().labels) == (11 * 10 if task == "div" else 121)

@@ -282,9 +282,12 @@ class Recorder:
 def test_probe_members_table_is_what_the_probes_use() -> None:
     assert set(PROBE_MEMBERS) == set(BUILTINS)
     assert set(OPTIONAL_MEMBERS) <= set(MEMBERS)
+    from tests.test_circuit import IrrepModel
+
     def context(model: Any, task: str) -> CheckpointContext:
-        data = make_dataset(task, P, 0.3, 0)
-        run = SimpleNamespace(config=RunConfig(task=TaskConfig(name=task, p=P)))
+        p = None if task == "s5" else P
+        data = make_dataset(task, p, 0.3, 0)
+        run = SimpleNamespace(config=RunConfig(task=TaskConfig(name=task, p=p)))
         rc = RunContext(run, data, lambda: final_key_frequency_finder(rc, model))
         return CheckpointContext(rc, SimpleNamespace(epoch=0), model)
 
@@ -293,7 +296,10 @@ def test_probe_members_table_is_what_the_probes_use() -> None:
         ctx = context(rec, "add")
         if p.applies(ctx.run) is not None:  # the 2-D spectrum: a task with no group
             ctx = context(rec, "quad1")
-            assert p.applies(ctx.run) is None, p.name
+        if p.applies(ctx.run) is not None:  # the irreps: a task in S_n
+            rec = Recorder(IrrepModel("S5", "(4,1)", 40.0))
+            ctx = context(rec, "s5")
+        assert p.applies(ctx.run) is None, p.name
         with torch.set_grad_enabled("grad" in p.needs):
             p.compute(ctx)
         assert rec.read, p.name

@@ -2,12 +2,14 @@
 representations (Chughtai, Chan & Nanda 2023; MEASURES.md §7), over the pure functions of
 :mod:`mechgrok.measures`.
 
-It applies to every group task: S_n (``s5``, ``s5conj``, ``s5aba``), Z_p (``add``, ``sub``: the
-irreps are the Fourier frequencies, ``k=1`` …) and Z_p* (``mul``, ``div``: frequencies over
-Z_{p−1} by discrete log). The task is read on its group's pairs and classes only
-(:func:`~mechgrok.measures.group_pairs`, :func:`~mechgrok.measures.group_tokens`): for mul/div the
-pairs with a zero operand and the class 0 are left out, except that the losses keep every class
-the model outputs.
+It reads the tasks in S_n (``s5``, ``s5conj``, ``s5aba``, any degree). A cyclic group's irreps
+are its Fourier frequencies (Z_p for add/sub; Z_{p−1} by discrete log for mul/div), and the
+Fourier probes read those runs already with the same numbers (the representation core,
+:mod:`mechgrok.measures.circuit`, equals Nanda's restricted and excluded loss to 1e-9, tested on
+a trained model), so this probe says n/a there instead of paying for them twice; the pure
+functions of :mod:`mechgrok.measures` read any group (``irreps("Z97*")``). The task is read on
+its group's pairs and classes (:func:`~mechgrok.measures.group_pairs`,
+:func:`~mechgrok.measures.group_tokens`); the losses keep every class the model outputs.
 
 Per checkpoint:
 
@@ -17,9 +19,8 @@ Per checkpoint:
   share of the centred logits' squared norm the irreps' templates carry;
 * ``restricted_loss`` / ``excluded_loss`` / ``excluded_loss_per_irrep`` over the **final**
   checkpoint's key irreps (:mod:`mechgrok.measures.circuit`): for S_n Chughtai's rule on the
-  final logits; for Z_p and Z_p* the Fourier probes' key frequencies (Nanda's neuron-cluster
-  rule, or the embedding rule when it finds none), so that the two readings of add/sub agree.
-  With no final key irreps (a run that formed no circuit) they are None, and everything else
+  final logits (for a cyclic group, when the functions are used directly, the Fourier probes'
+  key frequencies, Nanda's neuron-cluster rule). With no final key irreps (a run that formed no circuit) they are None, and everything else
   is still measured;
 * ``embed_var``, ``unembed_var``, ``neuron_var``: the share of the embedding's rows, the
   neuron-logit map's columns (both centred over the elements) and the neurons (centred over the
@@ -75,10 +76,18 @@ class GroupView:
 
 
 def group_reason(run: RunContext) -> str | None:
-    """None when the run's task is a rule in a group, else why the irreps do not apply."""
+    """None when the run's task is a rule in S_n, else why this probe does not read it: a
+    cyclic group's irreps are its Fourier frequencies, which the Fourier probes read already
+    (the same numbers: :mod:`mechgrok.measures.circuit` equals them to 1e-9), and a task with
+    no group has none."""
     task = get_task(run.config.task.name)
-    if task.algebra.is_group:
+    data = getattr(run, "data", None)  # the run's own algebra: S_n at its degree
+    alg = data.algebra if data is not None else task.algebra
+    if alg.kind == "symmetric":
         return None
+    if alg.is_group:
+        return (f"{task.name} is a rule in the {alg.group_name}, whose irreps are its Fourier "
+                f"frequencies: the Fourier probes read them (key_freqs, restricted, gini)")
     return (f"{task.name} is not a rule in a group, so it has no irreducible representations "
             f"(it is read in the 2-D Fourier basis: see the spectrum2d probe)")
 
