@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mechgrok.probes.base import fourier_op
+from mechgrok.measures import fourier_view
 from mechgrok.report.data import MAX_FRAMES, finite
 from mechgrok.report.figures.base import (
     TEMPLATE,
@@ -128,7 +128,8 @@ def _pairs_by_frequency(scores: np.ndarray, p: int) -> list[tuple[int, int, int 
 
 @figure("pca", "Embedding", "The embedding in the planes of its final principal components, "
         "paired by frequency for add and sub (the scienceetonnante notebook's picture), "
-        "elements in their own order, colour the element's value; drag the slider over "
+        "elements in their own order (mul and div: the non-zero ones in discrete-log order, "
+        "paired by frequency over Z_{p−1}), colour the element's position; drag the slider over "
         "checkpoints. PCA finds the directions of largest variance: when several key frequencies "
         "carry similar weight its components mix them and a circle can blur here that each "
         "frequency's own plane (above) shows.", note_unanalysed=True)
@@ -141,10 +142,13 @@ def pca_circle(run: Any, max_frames: int = MAX_FRAMES, pairs: int = 3) -> go.Fig
     if not d.checkpoints:
         raise NoData(f"run {d.id} has no checkpoints yet")
     epochs, embs = d.embeddings(max_frames)
-    n = embs[-1].shape[0]
-    # pair PCs by frequency where the task is read by Fourier over Z_p (its algebra says so)
-    fourier_p = d.config.task.p if fourier_op(get_task(d.config.task.name)) else None
-    comps, evr, chosen = pc_pairs(embs[-1], fourier_p, pairs)
+    # where the task is read in Fourier over a cyclic group (Z_p; Z_p* in discrete-log order),
+    # its elements in that group's order and PCs paired by frequency over it
+    view = fourier_view(get_task(d.config.task.name), d.config.task.p)
+    order = view.tokens if view is not None else np.arange(embs[-1].shape[0])
+    embs = [E[order] for E in embs]
+    n = len(order)
+    comps, evr, chosen = pc_pairs(embs[-1], view.n if view is not None else None, pairs)
     if not chosen:
         raise NoData(f"the embedding of run {d.id} has fewer than two dimensions")
     frames = []
@@ -156,7 +160,7 @@ def pca_circle(run: Any, max_frames: int = MAX_FRAMES, pairs: int = 3) -> go.Fig
               for i, j, k in chosen]
     fig = make_subplots(rows=1, cols=len(chosen), horizontal_spacing=0.06,
                         subplot_titles=titles)
-    labels = [str(v) for v in range(n)]
+    labels = [str(v) for v in order]
     last = len(frames) - 1
     for c in range(len(chosen)):
         fig.add_scatter(x=frames[last][c, :, 0], y=frames[last][c, :, 1], mode="markers+text",
