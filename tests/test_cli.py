@@ -48,7 +48,8 @@ def test_tasks_lists_the_thirteen() -> None:
 def test_presets_listed() -> None:
     r = run_cli("presets")
     assert r.returncode == 0
-    for name in ("nanda", "zhong-clock", "zhong-pizza", "prieto", "mlp-circle", "quick"):
+    for name in ("nanda", "zhong-clock", "zhong-pizza", "prieto", "mlp-circle", "quick", "div",
+                 "s5"):
         assert name in r.stdout
 
 
