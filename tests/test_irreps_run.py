@@ -53,15 +53,20 @@ def test_analyze_reads_s5_in_its_irreps(s5_run: Path, capsys: pytest.CaptureFixt
 
 def test_report_and_compare_show_the_irreps(s5_run: Path, tmp_path: Path) -> None:
     from mechgrok.report import write_comparison, write_report
-    from mechgrok.report.figures import irrep_losses, irrep_similarity, irrep_variance
+    from mechgrok.report.figures import NoData, irrep_losses, irrep_similarity, irrep_variance
 
     for fn in (irrep_similarity, irrep_variance):
         fig = fn(s5_run)
         assert len(fig.data) >= 3, fn.__name__
-    assert len(irrep_losses(s5_run).data) >= 1
+    s = json.loads((s5_run / "analysis" / "summary.json").read_text())["probes"]["irreps"]
+    if s["final_key"]:
+        assert len(irrep_losses(s5_run).data) == 4  # train, test, restricted, excluded
+    else:
+        with pytest.raises(NoData, match="no key irreps"):
+            irrep_losses(s5_run)
     html = write_report(s5_run, out=tmp_path / "r.html").read_text()
-    for fid in ("fig-irrep_similarity", "fig-irrep_losses", "fig-irrep_variance"):
-        assert f'id="{fid}"' in html, fid
+    for fid in ("irrep_similarity", "irrep_losses", "irrep_variance"):
+        assert f'id="fig-{fid}"' in html or f'id="missing-{fid}"' in html, fid
     assert "key irreps of S5" in html or "no key irreps in S5" in html
     comp = write_comparison([s5_run], tmp_path / "c.html").read_text()
     assert "<th>irreps</th>" in comp and "key irreps" in comp

@@ -22,7 +22,7 @@ from mechgrok.report.figures.base import (
 from mechgrok.report.figures.registry import FOURIER_ALGEBRAS, drawn_probes, figure
 
 __all__ = ["accuracy_curves", "gini_curves", "loss_curves", "other_probes", "probe_scalars",
-           "restricted_loss", "weight_norm"]
+           "restricted_excluded", "restricted_loss", "weight_norm"]
 
 
 @figure("loss", "Training", "Grokking is the gap between the two curves: train loss falls "
@@ -59,21 +59,27 @@ def accuracy_curves(run: Any) -> go.Figure:
         "falls before test loss does; excluded loss removes them and rises as the Fourier circuit "
         "forms, while train loss stays low.", probes=("restricted",), algebras=FOURIER_ALGEBRAS)
 def restricted_loss(run: Any) -> go.Figure:
-    d = run_data(run)
-    need_analysis(d, "restricted loss")
-    r_e, r = d.series("restricted.restricted_loss")
-    x_e, x = d.series("restricted.excluded_loss")
+    return restricted_excluded(run_data(run), "restricted", "Restricted and excluded loss",
+                               "key freqs only", "key freqs removed")
+
+
+def restricted_excluded(d: Any, probe: str, title: str, kept: str, removed: str) -> go.Figure:
+    """``probe``'s restricted and excluded loss (its ``restricted_loss``/``excluded_loss``
+    columns) over training, beside the train and test loss, log scale: the one figure of the
+    Fourier, irreps and 2-D readings (``kept``/``removed`` say what the two keep and remove)."""
+    what = f"restricted and excluded loss ({probe})"
+    need_analysis(d, what)
+    r_e, r = d.series(f"{probe}.restricted_loss")
+    x_e, x = d.series(f"{probe}.excluded_loss")
     if not len(r_e):
-        raise NoData(why_missing(d, "restricted", "restricted and excluded loss"))
-    fig = new_figure("Restricted and excluded loss", yaxis="cross-entropy (log)")
-    t_e, t = d.metric("test_loss")
-    fig.add_scatter(x=t_e, y=np.maximum(t, 1e-12), name="test", mode="lines", line_color=TEST)
-    train_e, train = d.metric("train_loss")
-    fig.add_scatter(x=train_e, y=np.maximum(train, 1e-12), name="train", mode="lines",
-                    line_color=TRAIN)
-    fig.add_scatter(x=r_e, y=np.maximum(r, 1e-12), name="restricted (key freqs only)",
+        raise NoData(why_missing(d, probe, what))
+    fig = new_figure(title, yaxis="cross-entropy (log)")
+    for key, name, colour in (("test_loss", "test", TEST), ("train_loss", "train", TRAIN)):
+        e, v = d.metric(key)
+        fig.add_scatter(x=e, y=np.maximum(v, 1e-12), name=name, mode="lines", line_color=colour)
+    fig.add_scatter(x=r_e, y=np.maximum(r, 1e-12), name=f"restricted ({kept})",
                     mode="lines", line_color="#2ca02c")
-    fig.add_scatter(x=x_e, y=np.maximum(x, 1e-12), name="excluded (key freqs removed)",
+    fig.add_scatter(x=x_e, y=np.maximum(x, 1e-12), name=f"excluded ({removed})",
                     mode="lines", line_color="#9467bd")
     fig.update_yaxes(type="log", exponentformat="power")
     return shade_phases(fig, d)

@@ -20,6 +20,7 @@ from mechgrok.report.figures.base import (
     text,
     why_missing,
 )
+from mechgrok.report.figures.curves import restricted_excluded
 from mechgrok.report.figures.registry import IRREP_ALGEBRAS, figure
 
 __all__ = ["irrep_losses", "irrep_similarity", "irrep_variance"]
@@ -70,18 +71,13 @@ def irrep_similarity(run: Any) -> go.Figure:
         probes=("irreps",), algebras=IRREP_ALGEBRAS)
 def irrep_losses(run: Any) -> go.Figure:
     d = run_data(run)
-    need_analysis(d, "restricted and excluded loss in irreps")
-    cols = (("irreps.full_loss", "full loss (group pairs)"),
-            ("irreps.restricted_loss", "restricted loss"),
-            ("irreps.excluded_loss", "excluded loss"))
-    if not any(len(d.series(c)[0]) for c, _ in cols):
-        raise NoData(why_missing(d, "irreps", "restricted and excluded loss in irreps"))
-    fig = new_figure("Restricted and excluded loss over the final key irreps", yaxis="loss")
-    for c, name in cols:
-        e, v = d.series(c)
-        fig.add_scatter(x=e, y=v, name=name, mode="lines")
-    fig.update_yaxes(type="log")
-    return shade_phases(fig, d)
+    s = (d.summary.get("probes") or {}).get("irreps") or {}
+    if s and not s.get("final_key"):
+        raise NoData(f"the final checkpoint of run {d.id} has no key irreps (it formed no "
+                     f"circuit in {s.get('group')}'s irreps): restricted and excluded loss over "
+                     f"them are not defined")
+    return restricted_excluded(d, "irreps", "Restricted and excluded loss over the final key "
+                               "irreps", "key irreps only", "key irreps removed")
 
 
 @figure("irrep_variance", "Representations", "Where each part of the network lives at the "

@@ -15,16 +15,12 @@ from mechgrok.report.data import RunData
 from mechgrok.report.figures.base import (
     HEIGHT,
     TEMPLATE,
-    TEST,
-    TRAIN,
     NoData,
     final_array,
-    need_analysis,
-    new_figure,
     run_data,
-    shade_phases,
     why_missing,
 )
+from mechgrok.report.figures.curves import restricted_excluded
 from mechgrok.report.figures.registry import figure
 
 __all__ = ["spectrum2d_final", "spectrum2d_losses"]
@@ -93,20 +89,6 @@ def spectrum2d_final(run: Any) -> go.Figure:
         "say the logits live on those components. " + NO_CIRCUIT, probes=("spectrum2d",),
         algebras=("none",))
 def spectrum2d_losses(run: Any) -> go.Figure:
-    d = run_data(run)
-    need_analysis(d, "2-D restricted and excluded loss")
-    r_e, r = d.series("spectrum2d.restricted_loss")
-    x_e, x = d.series("spectrum2d.excluded_loss")
-    if not len(r_e):
-        raise NoData(why_missing(d, "spectrum2d", "2-D restricted and excluded loss"))
-    fig = new_figure("Restricted and excluded loss over the final 2-D components (no circuit "
-                     "claimed)", yaxis="cross-entropy (log)")
-    for key, name, colour in (("test_loss", "test", TEST), ("train_loss", "train", TRAIN)):
-        e, v = d.metric(key)
-        fig.add_scatter(x=e, y=np.maximum(v, 1e-12), name=name, mode="lines", line_color=colour)
-    fig.add_scatter(x=r_e, y=np.maximum(r, 1e-12), name="restricted (components only)",
-                    mode="lines", line_color="#2ca02c")
-    fig.add_scatter(x=x_e, y=np.maximum(x, 1e-12), name="excluded (components removed)",
-                    mode="lines", line_color="#9467bd")
-    fig.update_yaxes(type="log", exponentformat="power")
-    return shade_phases(fig, d)
+    return restricted_excluded(run_data(run), "spectrum2d", "Restricted and excluded loss over "
+                               "the final 2-D components (no circuit claimed)", "components only",
+                               "components removed")
