@@ -94,7 +94,7 @@ SUMMARY_NUMBERS = {
                "circuit_formation_end", "cleanup_end"),
     "clock_pizza": ("epoch", "gradient_symmetricity", "distance_irrelevance", "circularity"),
 }
-SUMMARY_TABLES = ("phases", "key_frequencies", "clock_pizza", "collapse")
+SUMMARY_TABLES = ("phases", "key_frequencies", "clock_pizza", "collapse", "probes")
 RULE_KEYS = ("pizza_gs", "pizza_di", "clock_gs", "clock_di", "circ_min")
 
 
@@ -126,6 +126,12 @@ def read_summary(run: Run) -> dict[str, Any]:
             if k in rules and not finite(rules[k]):
                 raise RunDirError(f"{f}: clock_pizza.rules.{k} is {show_value(rules[k])}, not a "
                                   f"number; {fix}")
+    probes = s.get("probes")
+    if probes is not None:
+        bad = [k for k, v in probes.items() if not isinstance(v, dict)]
+        if bad:
+            raise RunDirError(f"{f}: probes.{show_value(bad[0], 40)} is {kind_of(probes[bad[0]])}, "
+                              f"not a JSON object; {fix}")
     if s.get("errors") is not None and not isinstance(s["errors"], list):
         raise RunDirError(f"{f}: errors is {kind_of(s['errors'])}, not a list; {fix}")
     return s

@@ -140,7 +140,9 @@ def _summary_findings(s: dict[str, Any]) -> list[tuple[str, str]]:
     elif "error" in kf:
         found.append(("key frequencies", "error: " + escape(kf["error"])))
     elif "components" in kf:
-        found.append(("key 2-D components", f"{len(kf.get('components') or [])} frequency pairs "
+        comps = kf.get("components")
+        found.append(("key 2-D components", f"{len(comps) if isinstance(comps, list) else '?'} "
+                                             f"frequency pairs "
                                              f"carry 90 % of the logits' power at epoch "
                                              f"{_n(kf.get('epoch'))} (no circuit is claimed)"))
     elif "irreps" in kf:

@@ -36,7 +36,8 @@ def _irrep_labels(d: RunData, n: int) -> tuple[list[str], set[str]]:
     names = list(per)[:n] if len(per) == n else [f"irrep {i}" for i in range(n)]
     labels = [f"{k} ({per[k]['alias']}, d={per[k].get('dim')})"
               if isinstance(per.get(k), dict) and per[k].get("alias") else k for k in names]
-    keys = {str(k) for k in s.get("final_key") or []}
+    final = s.get("final_key")
+    keys = {str(k) for k in final} if isinstance(final, list) else set()
     return labels, {lab for lab, k in zip(labels, names) if k in keys}
 
 
