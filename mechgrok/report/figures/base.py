@@ -18,6 +18,7 @@ from mechgrok.report.data import RunData
 from mechgrok.store import Run
 
 __all__ = [
+    "array_history",
     "HEIGHT",
     "PHASE_COLOURS",
     "TEMPLATE",
@@ -90,6 +91,19 @@ def why_missing(d: RunData, probe: str, what: str) -> str:
 def _record_reason(d: RunData, epoch: int, probe: str) -> str | None:
     rec = d.records.get((epoch, probe))
     return str(rec["reason"]) if rec and rec.get("reason") is not None else None
+
+
+def array_history(d: RunData, name: str, what: str) -> tuple[list[int], np.ndarray]:
+    """(epochs, values ``(epochs, n)``) of the 1-D array ``probe.name`` over the analysed
+    checkpoints (at most ``MAX_HEATMAP_EPOCHS``), or :class:`NoData` saying why not."""
+    from mechgrok.report.data import MAX_HEATMAP_EPOCHS
+
+    need_analysis(d, what)
+    epochs, z = d.array_series(name, MAX_HEATMAP_EPOCHS)
+    if z is None:
+        raise NoData(why_missing(d, name.split(".")[0], what))
+    d.check_array(name, epochs[-1], z[-1], 1)
+    return epochs, z
 
 
 def final_array(d: RunData, name: str, what: str, ndim: int = 1) -> tuple[int, np.ndarray]:

@@ -9,14 +9,13 @@ import numpy as np
 import plotly.graph_objects as go
 
 from mechgrok.probes.base import fourier_op
-from mechgrok.report.data import MAX_HEATMAP_EPOCHS, RunData, finite
+from mechgrok.report.data import RunData, finite
 from mechgrok.report.figures.base import (
     NoData,
+    array_history,
     final_array,
-    need_analysis,
     new_figure,
     run_data,
-    why_missing,
 )
 from mechgrok.report.figures.registry import FOURIER_ALGEBRAS, figure
 from mechgrok.tasks import get_task
@@ -46,11 +45,7 @@ def _key_frequency_bars(d: RunData, v: np.ndarray, title: str, yaxis: str, hover
         "brighten as the model generalises while the rest fade.", probes=("fourier_embed",), algebras=FOURIER_ALGEBRAS)
 def fourier_heatmap(run: Any) -> go.Figure:
     d = run_data(run)
-    need_analysis(d, "embedding Fourier norms")
-    epochs, z = d.array_series("fourier_embed.freq_norms", MAX_HEATMAP_EPOCHS)
-    if z is None:
-        raise NoData(why_missing(d, "fourier_embed", "embedding Fourier norms"))
-    d.check_array("fourier_embed.freq_norms", epochs[-1], z[-1], 1)
+    epochs, z = array_history(d, "fourier_embed.freq_norms", "embedding Fourier norms")
     K = z.shape[1]
     fig = new_figure("Embedding Fourier norms over training", yaxis="frequency k", height=420)
     fig.add_heatmap(x=epochs, y=np.arange(1, K + 1), z=z.T, colorscale="Viridis",

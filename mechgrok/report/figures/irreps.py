@@ -9,16 +9,15 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from mechgrok.report.data import MAX_HEATMAP_EPOCHS, RunData
+from mechgrok.report.data import RunData
 from mechgrok.report.figures.base import (
     NoData,
+    array_history,
     final_array,
-    need_analysis,
     new_figure,
     run_data,
     shade_phases,
     text,
-    why_missing,
 )
 from mechgrok.report.figures.curves import restricted_excluded
 from mechgrok.report.figures.registry import IRREP_ALGEBRAS, figure
@@ -46,11 +45,7 @@ def _irrep_labels(d: RunData, n: int) -> tuple[list[str], set[str]]:
         "generalises concentrates on a few key irreps (thick lines).", probes=("irreps",), algebras=IRREP_ALGEBRAS)
 def irrep_similarity(run: Any) -> go.Figure:
     d = run_data(run)
-    need_analysis(d, "irreps' logit similarity")
-    epochs, z = d.array_series("irreps.similarity", MAX_HEATMAP_EPOCHS)
-    if z is None:
-        raise NoData(why_missing(d, "irreps", "irreps' logit similarity"))
-    d.check_array("irreps.similarity", epochs[-1], z[-1], 1)
+    epochs, z = array_history(d, "irreps.similarity", "irreps' logit similarity")
     labels, keys = _irrep_labels(d, z.shape[1])
     if z.shape[1] > _MAX_LINES:
         fig = new_figure("Logit similarity per irrep over training", yaxis="irrep", height=460)
